@@ -1,0 +1,153 @@
+//! The universal attack of Theorem 4.2 (SPEC §6): one direction
+//! ẑ = Σ_q y_q μ_q / ‖Σ_q y_q μ_q‖ for every input and every network.
+//!
+//! Along the ray r ↦ x − y·r·ẑ every pre-activation is affine in r, so
+//! g(r) = y·N(x − y r ẑ) is piecewise linear with breakpoints where a neuron
+//! switches. The critical radius r* = min{r ≥ 0 : g(r) ≤ 0} is found exactly:
+//! evaluate g at the sorted breakpoints and solve the linear piece that first
+//! reaches 0 — no bisection.
+
+use crate::data::{Dataset, Means};
+use crate::error::{Error, Result};
+use crate::net::{median_sorted, Network};
+use nalgebra::DVector;
+use serde::Serialize;
+
+/// The unit universal direction of `means`.
+pub fn universal_direction(means: &Means) -> Result<DVector<f64>> {
+    let z = means.signed_sum();
+    let norm = z.norm();
+    if norm > 0.0 {
+        Ok(z / norm)
+    } else {
+        Err(Error::Numerical(
+            "Σ_q y_q μ_q = 0: the universal direction is undefined".into(),
+        ))
+    }
+}
+
+/// Exact first radius r ≥ 0 where y·N(x − y r dir) ≤ 0 (`None`: never).
+pub fn critical_radius(net: &Network, x: &DVector<f64>, y: f64, dir: &DVector<f64>) -> Option<f64> {
+    let u0 = net.w() * x + net.b();
+    let slope = -(net.w() * dir) * y;
+    let g = |r: f64| -> f64 {
+        let out: f64 = (0..net.width())
+            .map(|j| net.v()[j] * (u0[j] + r * slope[j]).max(0.0))
+            .sum();
+        y * out
+    };
+    let mut knots: Vec<f64> = (0..net.width())
+        .filter(|&j| slope[j] != 0.0)
+        .map(|j| -u0[j] / slope[j])
+        .filter(|&r| r > 0.0 && r.is_finite())
+        .collect();
+    knots.sort_by(f64::total_cmp);
+    knots.dedup();
+    let mut r0 = 0.0;
+    let mut g0 = g(0.0);
+    if g0 <= 0.0 {
+        return Some(0.0);
+    }
+    for &r1 in &knots {
+        let g1 = g(r1);
+        if g1 <= 0.0 {
+            return Some(r0 + (r1 - r0) * g0 / (g0 - g1));
+        }
+        r0 = r1;
+        g0 = g1;
+    }
+    // Beyond the last knot g is linear with slope g(r0 + 1) − g(r0).
+    let s = g(r0 + 1.0) - g0;
+    (s < 0.0).then(|| r0 + g0 / -s)
+}
+
+/// Per-point result of the universal attack.
+#[derive(Clone, Debug, Serialize)]
+pub struct AttackPoint {
+    pub index: usize,
+    pub label: f64,
+    /// Exact critical ‖z‖ (null when the ray never flips the sign).
+    pub critical_radius: Option<f64>,
+}
+
+/// The universal attack on one network over a test set.
+#[derive(Clone, Debug, Serialize)]
+pub struct AttackReport {
+    pub d: usize,
+    pub k: usize,
+    /// √(d/k) and √d, the two scales of the paper.
+    pub scale_sqrt_d_over_k: f64,
+    pub scale_sqrt_d: f64,
+    pub points: Vec<AttackPoint>,
+    /// Radii of the flip-rate curve and the fraction flipped at each.
+    pub grid: Vec<f64>,
+    pub flip_rate: Vec<f64>,
+    /// Median r* over points (null when at most half the points ever flip).
+    pub median: Option<f64>,
+    pub median_over_sqrt_d_over_k: Option<f64>,
+    pub median_over_sqrt_d: Option<f64>,
+    pub never_flipped: usize,
+}
+
+/// Runs the attack along `dir` on every point of `data`; the flip-rate curve
+/// is evaluated by fresh forward passes on `grid_points` radii up to `max_radius`.
+pub fn attack(
+    net: &Network,
+    data: &Dataset,
+    means: &Means,
+    grid_points: usize,
+    max_radius: Option<f64>,
+) -> Result<AttackReport> {
+    net.check_dim(data)?;
+    let dir = universal_direction(means)?;
+    let (d, k) = (means.d(), means.k());
+    let points: Vec<AttackPoint> = (0..data.n())
+        .map(|i| AttackPoint {
+            index: i,
+            label: data.y()[i],
+            critical_radius: critical_radius(net, &data.point(i), data.y()[i], &dir),
+        })
+        .collect();
+    // Points that never flip count as +∞ in the median.
+    let mut radii: Vec<f64> = points
+        .iter()
+        .map(|p| p.critical_radius.unwrap_or(f64::INFINITY))
+        .collect();
+    radii.sort_by(f64::total_cmp);
+    let median = Some(median_sorted(&radii)).filter(|m| m.is_finite());
+    let top = max_radius
+        .unwrap_or(2.0 * (d as f64).sqrt())
+        .max(f64::MIN_POSITIVE);
+    let grid: Vec<f64> = (0..grid_points.max(2))
+        .map(|t| top * t as f64 / (grid_points.max(2) - 1) as f64)
+        .collect();
+    let flip_rate = grid
+        .iter()
+        .map(|&r| {
+            let flipped = (0..data.n())
+                .filter(|&i| {
+                    let y = data.y()[i];
+                    y * net.output(&(data.point(i) - &dir * (y * r))) <= 0.0
+                })
+                .count();
+            flipped as f64 / data.n() as f64
+        })
+        .collect();
+    let (s1, s2) = (((d as f64) / k as f64).sqrt(), (d as f64).sqrt());
+    Ok(AttackReport {
+        d,
+        k,
+        scale_sqrt_d_over_k: s1,
+        scale_sqrt_d: s2,
+        never_flipped: points
+            .iter()
+            .filter(|p| p.critical_radius.is_none())
+            .count(),
+        points,
+        grid,
+        flip_rate,
+        median,
+        median_over_sqrt_d_over_k: median.map(|m| m / s1),
+        median_over_sqrt_d: median.map(|m| m / s2),
+    })
+}

@@ -1,0 +1,59 @@
+//! The library's error type.
+//!
+//! Every error names *where* (a file or a parameter), *what* (a field) and
+//! what was expected, so the CLI can print it as one line and exit with
+//! status 2. Numerical code never panics on user input: it returns one of
+//! these instead.
+
+use std::path::Path;
+
+/// Errors raised by kktcert's library functions.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read, written or parsed as a whole.
+    #[error("{path}: {msg}")]
+    File { path: String, msg: String },
+    /// A field inside a file (a tensor, a JSON key) has the wrong content.
+    #[error("{path}: field `{field}`: {msg}")]
+    Field {
+        path: String,
+        field: String,
+        msg: String,
+    },
+    /// A user-supplied parameter is out of range.
+    #[error("invalid parameter `{name}`: {msg}")]
+    Param { name: String, msg: String },
+    /// Two inputs disagree (e.g. input dimension of a net and of a dataset).
+    #[error("mismatch: {0}")]
+    Mismatch(String),
+    /// A numerical procedure could not produce a result it can vouch for.
+    #[error("{0}")]
+    Numerical(String),
+}
+
+/// Shorthand for results carrying [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn file(path: &Path, msg: impl Into<String>) -> Self {
+        Error::File {
+            path: path.display().to_string(),
+            msg: msg.into(),
+        }
+    }
+
+    pub(crate) fn field(path: &Path, field: &str, msg: impl Into<String>) -> Self {
+        Error::Field {
+            path: path.display().to_string(),
+            field: field.to_string(),
+            msg: msg.into(),
+        }
+    }
+
+    pub(crate) fn param(name: &str, msg: impl Into<String>) -> Self {
+        Error::Param {
+            name: name.to_string(),
+            msg: msg.into(),
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! kktcert: checkable certificates for the claims of Frei, Vardi, Bartlett
+//! and Srebro, "The Double-Edged Sword of Implicit Bias" (NeurIPS 2023).
+//!
+//! Data flows one way: [`data`] (fixtures) → [`net`] / [`checkpoint`] /
+//! [`train`] (networks) → [`kkt`], [`distance`], [`attack`], [`audit`]
+//! (certificates and measurements) → [`report`]. The exact small solvers
+//! live in [`linalg`]. The mathematics is in `docs/SPEC.md`.
+
+pub mod attack;
+pub mod audit;
+pub mod checkpoint;
+pub mod data;
+pub mod error;
+pub mod kkt;
+pub mod linalg;
+pub mod net;
+pub mod robust;
+pub mod tensors;
+pub mod train;
+
+pub use error::{Error, Result};

@@ -1,0 +1,254 @@
+//! The two-layer ReLU network of SPEC §2:
+//! N(x; θ) = Σ_j v_j · ReLU(w_j · x + b_j), θ = (W [m,d], b [m], v [m]).
+//!
+//! A [`Network`] cannot hold inconsistent shapes or non-finite values: the
+//! constructor checks both. The flattening order of θ is fixed — W row-major,
+//! then b, then v — and every module that flattens uses [`Network::flat`].
+
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use nalgebra::{DMatrix, DVector};
+
+/// ReLU.
+#[inline]
+pub fn relu(u: f64) -> f64 {
+    u.max(0.0)
+}
+
+/// A validated two-layer ReLU network.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Network {
+    w: DMatrix<f64>,
+    b: DVector<f64>,
+    v: DVector<f64>,
+}
+
+impl Network {
+    /// Builds a network, rejecting mismatched shapes, width 0 and non-finite values.
+    pub fn new(w: DMatrix<f64>, b: DVector<f64>, v: DVector<f64>) -> Result<Self> {
+        let m = w.nrows();
+        if m == 0 || w.ncols() == 0 {
+            return Err(Error::param(
+                "W",
+                format!("shape [{m}, {}], expected m ≥ 1, d ≥ 1", w.ncols()),
+            ));
+        }
+        if b.len() != m || v.len() != m {
+            return Err(Error::Mismatch(format!(
+                "W has {m} rows but b has {} and v has {} entries",
+                b.len(),
+                v.len()
+            )));
+        }
+        for (name, finite) in [
+            ("W", w.iter().all(|x| x.is_finite())),
+            ("b", b.iter().all(|x| x.is_finite())),
+            ("v", v.iter().all(|x| x.is_finite())),
+        ] {
+            if !finite {
+                return Err(Error::param(name, "non-finite value"));
+            }
+        }
+        Ok(Self { w, b, v })
+    }
+
+    /// Rebuilds a network of width `m` and input dimension `d` from a flat θ.
+    pub fn from_flat(m: usize, d: usize, theta: &[f64]) -> Result<Self> {
+        if theta.len() != m * (d + 2) {
+            return Err(Error::Mismatch(format!(
+                "θ has {} entries, expected m(d+2) = {}",
+                theta.len(),
+                m * (d + 2)
+            )));
+        }
+        let w = DMatrix::from_row_slice(m, d, &theta[..m * d]);
+        let b = DVector::from_column_slice(&theta[m * d..m * d + m]);
+        let v = DVector::from_column_slice(&theta[m * d + m..]);
+        Self::new(w, b, v)
+    }
+
+    /// θ flattened: W row-major, then b, then v.
+    pub fn flat(&self) -> Vec<f64> {
+        let mut t = crate::data::row_major(&self.w);
+        t.extend(self.b.iter());
+        t.extend(self.v.iter());
+        t
+    }
+
+    /// First-layer weights, one neuron per row.
+    pub fn w(&self) -> &DMatrix<f64> {
+        &self.w
+    }
+
+    /// First-layer biases.
+    pub fn b(&self) -> &DVector<f64> {
+        &self.b
+    }
+
+    /// Output weights.
+    pub fn v(&self) -> &DVector<f64> {
+        &self.v
+    }
+
+    /// Width m.
+    pub fn width(&self) -> usize {
+        self.w.nrows()
+    }
+
+    /// Input dimension d.
+    pub fn dim(&self) -> usize {
+        self.w.ncols()
+    }
+
+    /// Number of parameters p = m(d+2).
+    pub fn num_params(&self) -> usize {
+        self.width() * (self.dim() + 2)
+    }
+
+    /// ‖θ‖².
+    pub fn norm_sq(&self) -> f64 {
+        self.w.norm_squared() + self.b.norm_squared() + self.v.norm_squared()
+    }
+
+    /// Fails unless the network's input dimension is that of `data`.
+    pub fn check_dim(&self, data: &Dataset) -> Result<()> {
+        if self.dim() == data.d() {
+            Ok(())
+        } else {
+            Err(Error::Mismatch(format!(
+                "network input dimension d = {} but data has d = {}",
+                self.dim(),
+                data.d()
+            )))
+        }
+    }
+
+    /// Pre-activations U = X Wᵀ + 1 bᵀ, shape [n, m].
+    pub fn preactivations(&self, x: &DMatrix<f64>) -> DMatrix<f64> {
+        let mut u = x * self.w.transpose();
+        for (j, mut col) in u.column_iter_mut().enumerate() {
+            col.add_scalar_mut(self.b[j]);
+        }
+        u
+    }
+
+    /// Outputs N(x_i) for every row of `x`.
+    pub fn forward(&self, x: &DMatrix<f64>) -> DVector<f64> {
+        self.preactivations(x).map(relu) * &self.v
+    }
+
+    /// Output at a single point.
+    pub fn output(&self, x: &DVector<f64>) -> f64 {
+        let u = &self.w * x + &self.b;
+        u.iter().zip(self.v.iter()).map(|(u, v)| v * relu(*u)).sum()
+    }
+
+    /// Margins q_i = y_i N(x_i).
+    pub fn margins(&self, data: &Dataset) -> Vec<f64> {
+        self.forward(data.x())
+            .iter()
+            .zip(data.y())
+            .map(|(f, y)| f * y)
+            .collect()
+    }
+
+    /// Activation pattern at a point: which neurons have w_j·x + b_j > 0.
+    pub fn pattern(&self, x: &DVector<f64>) -> Vec<bool> {
+        (&self.w * x + &self.b).iter().map(|&u| u > 0.0).collect()
+    }
+
+    /// ∇_θ N(x) in the flat order, with ReLU'(0) = 0.
+    pub fn gradient(&self, x: &DVector<f64>) -> Vec<f64> {
+        let (m, d) = (self.width(), self.dim());
+        let u = &self.w * x + &self.b;
+        let mut g = vec![0.0; m * (d + 2)];
+        for j in 0..m {
+            if u[j] > 0.0 {
+                for c in 0..d {
+                    g[j * d + c] = self.v[j] * x[c];
+                }
+                g[m * d + j] = self.v[j];
+            }
+            g[m * d + m + j] = relu(u[j]);
+        }
+        g
+    }
+
+    /// α·θ (outputs scale by α², by 2-homogeneity).
+    pub fn scaled(&self, alpha: f64) -> Self {
+        Self {
+            w: &self.w * alpha,
+            b: &self.b * alpha,
+            v: &self.v * alpha,
+        }
+    }
+
+    /// Rescales θ so that min_i q_i = 1; returns the network and the factor
+    /// 1/√(min q). Fails when some point is misclassified or on the boundary.
+    pub fn rescaled_to_unit_margin(&self, data: &Dataset) -> Result<(Self, f64)> {
+        let min_q = self.margins(data).into_iter().fold(f64::INFINITY, f64::min);
+        if min_q.is_nan() || min_q <= 0.0 {
+            return Err(Error::Numerical(format!(
+                "minimum margin is {min_q:.3e} ≤ 0: the network does not classify every training point correctly, so it cannot be rescaled onto the max-margin constraint set"
+            )));
+        }
+        let alpha = 1.0 / min_q.sqrt();
+        Ok((self.scaled(alpha), alpha))
+    }
+
+    /// Neurons whose contribution is non-negligible: |v_j|·‖(w_j, b_j)‖ above
+    /// `rel` times the largest such product.
+    pub fn live_neurons(&self, rel: f64) -> usize {
+        let mass: Vec<f64> = (0..self.width())
+            .map(|j| self.v[j].abs() * (self.w.row(j).norm_squared() + self.b[j].powi(2)).sqrt())
+            .collect();
+        let top = mass.iter().cloned().fold(0.0, f64::max);
+        mass.iter().filter(|&&m| m > rel * top && m > 0.0).count()
+    }
+}
+
+/// Summary statistics of a network on a dataset.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Evaluation {
+    pub n: usize,
+    pub accuracy: f64,
+    pub errors: usize,
+    pub min_margin: f64,
+    pub median_margin: f64,
+    pub max_margin: f64,
+    pub norm_sq: f64,
+    /// min_i q_i / ‖θ‖² — invariant under rescaling θ.
+    pub normalized_margin: f64,
+}
+
+impl Evaluation {
+    /// Evaluates `net` on `data`.
+    pub fn of(net: &Network, data: &Dataset) -> Result<Self> {
+        net.check_dim(data)?;
+        let mut q = net.margins(data);
+        let errors = q.iter().filter(|&&v| v <= 0.0).count();
+        q.sort_by(f64::total_cmp);
+        let n = q.len();
+        let norm_sq = net.norm_sq();
+        Ok(Self {
+            n,
+            accuracy: 1.0 - errors as f64 / n as f64,
+            errors,
+            min_margin: q[0],
+            median_margin: median_sorted(&q),
+            max_margin: q[n - 1],
+            norm_sq,
+            normalized_margin: if norm_sq > 0.0 { q[0] / norm_sq } else { 0.0 },
+        })
+    }
+}
+
+/// Median of a sorted, non-empty slice.
+pub fn median_sorted(v: &[f64]) -> f64 {
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}

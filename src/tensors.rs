@@ -1,0 +1,258 @@
+//! Reading and writing safetensors files with validation, and atomic writes.
+//!
+//! The safetensors crate parses the container; this module adds what a user
+//! needs when a file is wrong: the file, the tensor and the expectation in the
+//! message. Floats are accepted as F32 or F64 (PyTorch often saves F32) and
+//! always returned as `f64`; every value is checked to be finite.
+
+use crate::error::{Error, Result};
+use safetensors::{Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// One expected dimension of a tensor: fixed, or free (and then reported).
+#[derive(Clone, Copy, Debug)]
+pub enum Dim {
+    /// Any length, at least 1.
+    Any,
+    /// Exactly this length.
+    Is(usize),
+}
+
+/// A safetensors file held in memory, with its path for error messages.
+pub struct TensorFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl TensorFile {
+    /// Reads and parses `path`; a truncated or non-safetensors file is an error here.
+    pub fn open(path: &Path) -> Result<Self> {
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+        SafeTensors::deserialize(&bytes).map_err(|e| {
+            Error::file(
+                path,
+                format!("not a valid safetensors file (truncated or corrupt?): {e:?}"),
+            )
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            bytes,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn parsed(&self) -> SafeTensors<'_> {
+        SafeTensors::deserialize(&self.bytes).expect("validated in open")
+    }
+
+    /// Whether a tensor of that name exists.
+    pub fn has(&self, name: &str) -> bool {
+        self.parsed().tensor(name).is_ok()
+    }
+
+    /// The string metadata of the header (empty when absent).
+    pub fn metadata(&self) -> HashMap<String, String> {
+        SafeTensors::read_metadata(&self.bytes)
+            .ok()
+            .and_then(|(_, m)| m.metadata().clone())
+            .unwrap_or_default()
+    }
+
+    fn view(&self, name: &str, dims: &[Dim]) -> Result<(Dtype, Vec<usize>, Vec<u8>)> {
+        let st = self.parsed();
+        let t = st.tensor(name).map_err(|_| {
+            Error::field(
+                &self.path,
+                name,
+                "missing tensor (expected one of that name)",
+            )
+        })?;
+        let shape = t.shape().to_vec();
+        let shape_ok = shape.len() == dims.len()
+            && shape.iter().zip(dims).all(|(&s, d)| match d {
+                Dim::Any => s > 0,
+                Dim::Is(n) => s == *n,
+            });
+        if !shape_ok {
+            return Err(Error::field(
+                &self.path,
+                name,
+                format!("shape {shape:?}, expected {}", describe(dims)),
+            ));
+        }
+        Ok((t.dtype(), shape, t.data().to_vec()))
+    }
+
+    /// A float tensor (F32 or F64) as `f64`, row-major, with its shape.
+    pub fn floats(&self, name: &str, dims: &[Dim]) -> Result<(Vec<f64>, Vec<usize>)> {
+        let (dtype, shape, data) = self.view(name, dims)?;
+        let values: Vec<f64> = match dtype {
+            Dtype::F64 => data
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
+            other => {
+                return Err(Error::field(
+                    &self.path,
+                    name,
+                    format!("dtype {other:?}, expected F64 or F32"),
+                ))
+            }
+        };
+        if let Some(pos) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::field(
+                &self.path,
+                name,
+                format!("non-finite value {} at flat index {pos}", values[pos]),
+            ));
+        }
+        Ok((values, shape))
+    }
+
+    /// An integer tensor (I64 or I32) as `i64`.
+    pub fn ints(&self, name: &str, dims: &[Dim]) -> Result<Vec<i64>> {
+        let (dtype, _, data) = self.view(name, dims)?;
+        match dtype {
+            Dtype::I64 => Ok(data
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect()),
+            Dtype::I32 => Ok(data
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect()),
+            other => Err(Error::field(
+                &self.path,
+                name,
+                format!("dtype {other:?}, expected I64 or I32"),
+            )),
+        }
+    }
+}
+
+fn describe(dims: &[Dim]) -> String {
+    let parts: Vec<String> = dims
+        .iter()
+        .map(|d| match d {
+            Dim::Any => "n≥1".to_string(),
+            Dim::Is(n) => n.to_string(),
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// An owned tensor ready to be serialised.
+pub struct OwnedTensor {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl OwnedTensor {
+    /// An F64 tensor; `values` is row-major and must match `shape`.
+    pub fn f64(shape: Vec<usize>, values: impl IntoIterator<Item = f64>) -> Self {
+        let data: Vec<u8> = values.into_iter().flat_map(f64::to_le_bytes).collect();
+        debug_assert_eq!(data.len(), 8 * shape.iter().product::<usize>());
+        Self {
+            dtype: Dtype::F64,
+            shape,
+            data,
+        }
+    }
+
+    /// An I64 tensor.
+    pub fn i64(shape: Vec<usize>, values: impl IntoIterator<Item = i64>) -> Self {
+        let data: Vec<u8> = values.into_iter().flat_map(i64::to_le_bytes).collect();
+        Self {
+            dtype: Dtype::I64,
+            shape,
+            data,
+        }
+    }
+}
+
+impl safetensors::View for &OwnedTensor {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Serialises named tensors with string metadata and writes them atomically.
+pub fn write_tensors(
+    path: &Path,
+    tensors: &[(&str, OwnedTensor)],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let meta = if metadata.is_empty() {
+        None
+    } else {
+        Some(metadata)
+    };
+    let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (*n, t)), &meta)
+        .map_err(|e| Error::file(path, format!("cannot serialise: {e:?}")))?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it over
+/// `path`, so readers never see a half-written file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::file(dir, format!("cannot create directory: {e}")))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::file(path, "not a file path"))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::file(path, format!("cannot write: {e}"))
+    })
+}
+
+/// Serialises `value` as pretty JSON and writes it atomically.
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::file(path, format!("cannot serialise JSON: {e}")))?;
+    text.push('\n');
+    write_atomic(path, text.as_bytes())
+}
+
+/// Reads and parses a JSON file.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    serde_json::from_str(&text).map_err(|e| Error::file(path, format!("invalid JSON: {e}")))
+}

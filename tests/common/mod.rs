@@ -1,0 +1,66 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A shipped fixture directory.
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("fixtures").join(name)
+}
+
+/// Runs the kktcert binary with `args`.
+pub fn kktcert(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kktcert"))
+        .args(args)
+        .arg("--quiet")
+        .output()
+        .expect("binary runs")
+}
+
+/// Runs the binary, asserts success, returns stdout.
+pub fn ok(args: &[&str]) -> String {
+    let out = kktcert(args);
+    assert!(
+        out.status.success(),
+        "kktcert {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs the binary, asserts exit status 2 with a one-line error containing every `needle`.
+pub fn fails_with(args: &[&str], needles: &[&str]) {
+    let out = kktcert(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "kktcert {args:?}: stderr {err}");
+    assert_eq!(
+        err.trim().lines().count(),
+        1,
+        "one-line error expected: {err}"
+    );
+    for n in needles {
+        assert!(err.contains(n), "error `{err}` should mention `{n}`");
+    }
+}
+
+/// The interpreter for the Python cross-checks, if configured and usable.
+pub fn python() -> Option<PathBuf> {
+    let p = PathBuf::from(std::env::var_os("KKTCERT_PYTHON")?);
+    let ok = Command::new(&p)
+        .args(["-c", "import numpy, safetensors, scipy"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    ok.then_some(p)
+}
+
+/// Path as &str.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
