@@ -10,6 +10,7 @@ pub mod attack;
 pub mod audit;
 pub mod checkpoint;
 pub mod data;
+pub mod distance;
 pub mod error;
 pub mod kkt;
 pub mod linalg;

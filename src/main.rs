@@ -7,6 +7,7 @@ use kktcert::attack::attack;
 use kktcert::audit::{audit, AuditOptions};
 use kktcert::checkpoint::{load_net, Checkpoint};
 use kktcert::data::{Dataset, Fixture, FixtureSpec, LabelRule, MeansKind, FIXTURE_FORMAT};
+use kktcert::distance::{DistanceOptions, DistanceSolver, DistanceSummary};
 use kktcert::kkt::{certify, Certificate, CertifyOptions, Norm};
 use kktcert::net::Evaluation;
 use kktcert::robust::robust_network;
@@ -45,6 +46,8 @@ enum Command {
     Robust(RobustArgs),
     /// The universal attack along Σ y_q μ_q: exact critical radii and flip rates.
     Attack(AttackArgs),
+    /// Certified exact minimal ℓ2 sign-flipping distance of data points.
+    Distance(DistanceArgs),
     /// Audit Assumption 2.2 and properties P1–P6 on a fixture (exit 0 whatever the verdict).
     Audit(AuditArgs),
 }
@@ -78,6 +81,32 @@ struct AttackArgs {
     /// Largest radius of the curve (default 2√d).
     #[arg(long)]
     max_radius: Option<f64>,
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct DistanceArgs {
+    #[arg(long)]
+    net: PathBuf,
+    /// Points to certify (safetensors with X, y).
+    #[arg(long)]
+    data: PathBuf,
+    /// Index range START:END (default: all points).
+    #[arg(long)]
+    indices: Option<String>,
+    /// Most branch-and-bound nodes per point.
+    #[arg(long, default_value_t = DistanceOptions::default().max_nodes)]
+    max_regions: usize,
+    /// Seconds per point before reporting a bounded result.
+    #[arg(long, default_value_t = 60.0)]
+    time_limit: f64,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Fixture whose universal direction seeds the incumbent.
+    #[arg(long)]
+    fixture: Option<PathBuf>,
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -228,6 +257,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Robust(a) => robust_cmd(a),
         Command::Attack(a) => attack_cmd(a),
         Command::Audit(a) => audit_cmd(a),
+        Command::Distance(a) => distance_cmd(a, quiet),
     }
 }
 
@@ -542,6 +572,99 @@ fn audit_cmd(a: AuditArgs) -> Result<()> {
     );
     if let Some(path) = &a.json {
         write_json(path, &rep)?;
+    }
+    Ok(())
+}
+
+fn parse_range(s: Option<&str>, n: usize) -> Result<Vec<usize>> {
+    let Some(s) = s else {
+        return Ok((0..n).collect());
+    };
+    let bad = || Error::Param {
+        name: "indices".into(),
+        msg: format!("`{s}`, expected START:END with 0 ≤ START < END ≤ {n}"),
+    };
+    let (a, b) = s.split_once(':').ok_or_else(bad)?;
+    let start: usize = if a.is_empty() {
+        0
+    } else {
+        a.parse().map_err(|_| bad())?
+    };
+    let end: usize = if b.is_empty() {
+        n
+    } else {
+        b.parse().map_err(|_| bad())?
+    };
+    if start >= end || end > n {
+        return Err(bad());
+    }
+    Ok((start..end).collect())
+}
+
+fn distance_cmd(a: DistanceArgs, quiet: bool) -> Result<()> {
+    use rayon::prelude::*;
+    let net = load_net(&a.net)?;
+    let data = Dataset::load(&a.data)?;
+    net.check_dim(&data)?;
+    let idx = parse_range(a.indices.as_deref(), data.n())?;
+    let mut solver = DistanceSolver::new(&net).with_references(&data);
+    if let Some(fx) = &a.fixture {
+        let fx = Fixture::load(fx)?;
+        solver = solver.with_direction(kktcert::attack::universal_direction(&fx.means)?);
+    }
+    let opts = DistanceOptions {
+        max_nodes: a.max_regions,
+        time_limit: Some(a.time_limit),
+        ..Default::default()
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(a.threads.unwrap_or(0))
+        .build()
+        .map_err(|e| Error::Param {
+            name: "threads".into(),
+            msg: e.to_string(),
+        })?;
+    let bar = progress(idx.len() as u64, quiet, "distance");
+    let points: Vec<_> = pool.install(|| {
+        idx.par_iter()
+            .map(|&i| {
+                let r = solver.distance(&data.point(i), i, data.y()[i], &opts);
+                bar.inc(1);
+                r
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    bar.finish_and_clear();
+    println!("index label   lower        upper        status     nodes  unstable  seconds");
+    for p in &points {
+        println!(
+            "{:>5} {:>5} {:>12} {:>12} {:<10} {:>6} {:>8} {:>8.3}",
+            p.index,
+            p.label,
+            fmt_opt(p.lower),
+            fmt_opt(p.upper),
+            format!("{:?}", p.status),
+            p.nodes,
+            p.unstable_hurting,
+            p.seconds
+        );
+    }
+    let summary = DistanceSummary::of(&points);
+    println!(
+        "{} points: {} exact, {} bounded, {} no flip; distance median {} min {} max {}",
+        summary.count,
+        summary.exact,
+        summary.bounded,
+        summary.no_flip,
+        fmt_opt(summary.median),
+        fmt_opt(summary.min),
+        fmt_opt(summary.max)
+    );
+    if let Some(path) = &a.json {
+        write_json(
+            path,
+            &serde_json::json!({ "summary": summary, "points": points }),
+        )?;
     }
     Ok(())
 }

@@ -1,0 +1,260 @@
+//! Oracles for the exact distance: brute-force enumeration of all 2^m
+//! activation patterns (each an LDP), closed forms for linear nets and 1-D
+//! inputs, and the robust network on the std fixture.
+
+mod common;
+use common::*;
+use kktcert::attack::critical_radius;
+use kktcert::data::Fixture;
+use kktcert::distance::{DistanceOptions, DistanceSolver, Status};
+use kktcert::linalg::{ldp, Ldp};
+use kktcert::net::Network;
+use kktcert::robust::robust_network;
+use nalgebra::{DMatrix, DVector};
+use quickcheck::{QuickCheck, TestResult};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// min over all 2^m patterns of the region LDP (None: no flip anywhere).
+fn brute_force(net: &Network, x0: &DVector<f64>) -> Option<f64> {
+    let (m, d) = (net.width(), net.dim());
+    let s0 = net.output(x0).signum();
+    let u0 = net.w() * x0 + net.b();
+    let mut best: Option<f64> = None;
+    for mask in 0u32..(1 << m) {
+        let on = |j: usize| mask >> j & 1 == 1;
+        // Rows G δ ≥ h: region constraints, then the output constraint.
+        let mut g = DMatrix::zeros(m + 1, d);
+        let mut h = DVector::zeros(m + 1);
+        let mut out_row = DVector::zeros(d);
+        let mut out_const = 0.0;
+        for j in 0..m {
+            let s = if on(j) { 1.0 } else { -1.0 };
+            g.row_mut(j).copy_from(&(net.w().row(j) * s));
+            h[j] = -s * u0[j];
+            if on(j) {
+                out_row += net.w().row(j).transpose() * net.v()[j];
+                out_const += net.v()[j] * u0[j];
+            }
+        }
+        g.row_mut(m).copy_from(&(-&out_row * s0).transpose());
+        h[m] = s0 * out_const;
+        if let Ldp::Solution(delta) = ldp(&g, &h) {
+            let x = x0 + &delta;
+            let scale = 1.0 + h.amax() + delta.norm() * g.amax();
+            let viol = (&g * &delta - &h).min();
+            if viol <= -1e-9 * scale {
+                eprintln!("G={:?}\nh={:?}", g.transpose().as_slice(), h.as_slice());
+            }
+            assert!(
+                viol > -1e-9 * scale,
+                "LDP solution violates its region by {viol:e}"
+            );
+            assert!(
+                s0 * net.output(&x) <= 1e-9 * scale,
+                "LDP solution does not flip"
+            );
+            let r = delta.norm();
+            best = Some(best.map_or(r, |b: f64| b.min(r)));
+        }
+    }
+    best
+}
+
+fn random_net(rng: &mut ChaCha8Rng, m: usize, d: usize, degenerate: bool) -> Network {
+    let mut w = DMatrix::from_fn(m, d, |_, _| rng.gen_range(-1.0..1.0));
+    let mut b = DVector::from_fn(m, |_, _| rng.gen_range(-1.0..1.0));
+    let v = DVector::from_fn(m, |_, _| rng.gen_range(-1.0..1.0));
+    if degenerate && m >= 4 {
+        // A duplicated neuron, a zero neuron, and two hyperplanes through one point.
+        let row = w.row(0).into_owned();
+        w.row_mut(1).copy_from(&row);
+        b[1] = b[0];
+        w.row_mut(2).fill(0.0);
+        b[2] = 0.0;
+        b[3] = b[0] * 0.5;
+        let row = w.row(0) * 0.5;
+        w.row_mut(3).copy_from(&row);
+    }
+    Network::new(w, b, v).unwrap()
+}
+
+/// One random instance: its brute-force distance and the solver's result.
+fn instance(
+    seed: u64,
+    degenerate: bool,
+) -> Option<(
+    Option<f64>,
+    kktcert::distance::PointDistance,
+    Network,
+    DVector<f64>,
+)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let m = rng.gen_range(1..=9);
+    let d = rng.gen_range(1..=4);
+    let net = random_net(&mut rng, m, d, degenerate);
+    let x0 = DVector::from_fn(d, |_, _| rng.gen_range(-1.0..1.0));
+    if net.output(&x0) == 0.0 {
+        return None;
+    }
+    let got = DistanceSolver::new(&net)
+        .distance(&x0, 0, 1.0, &DistanceOptions::default())
+        .unwrap();
+    Some((brute_force(&net, &x0), got, net, x0))
+}
+
+/// The certificate never lies: a no-flip claim matches enumeration, the
+/// bracket contains the true distance, the witness flips, and `exact` means
+/// equal to 1e-9 relative.
+fn check_against_brute_force(seed: u64, degenerate: bool) -> TestResult {
+    let Some((want, got, net, x0)) = instance(seed, degenerate) else {
+        return TestResult::discard();
+    };
+    let ok = match want {
+        None => got.status == Status::NoFlip,
+        // Flips thousands of units away come from nearly cancelling slopes:
+        // there both methods are at the mercy of rounding, so leave them out.
+        Some(want) if want > 100.0 => return TestResult::discard(),
+        Some(_) if got.status == Status::Bounded && got.upper.is_none() => true,
+        Some(want) => {
+            let (lo, up) = (got.lower.unwrap(), got.upper.unwrap());
+            let tol = 1e-9 * want.max(1.0);
+            let witness = DVector::from_vec(got.witness.clone().unwrap());
+            let flipped = net.output(&x0).signum() * net.output(&witness) <= 0.0;
+            let exact_ok = got.status != Status::Exact || (up - want).abs() <= tol;
+            flipped && exact_ok && lo <= want + tol && up >= want - tol
+        }
+    };
+    if !ok {
+        eprintln!("seed {seed} degenerate {degenerate}: brute {want:?}, got {got:?}");
+    }
+    TestResult::from_bool(ok)
+}
+
+#[test]
+fn exact_on_nearly_all_random_instances() {
+    // Rarely the dual QP's accuracy leaves a 1e-9..1e-7 gap: the result is
+    // then honestly `bounded`. On this fixed set of seeds every one is exact.
+    let mut total = 0;
+    let mut exact = 0;
+    for seed in 0..400u64 {
+        if let Some((Some(want), got, _, _)) = instance(seed, seed % 2 == 0) {
+            if want <= 100.0 {
+                total += 1;
+                exact += usize::from(got.status == Status::Exact);
+            }
+        }
+    }
+    assert!(total > 300, "{total} instances");
+    assert!(
+        exact as f64 >= 0.99 * total as f64,
+        "{exact} of {total} exact"
+    );
+}
+
+#[test]
+fn agrees_with_brute_force_enumeration() {
+    // KKTCERT_QC_TESTS raises the count for a longer soak.
+    let tests = std::env::var("KKTCERT_QC_TESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(150);
+    QuickCheck::new()
+        .tests(tests)
+        .quickcheck(check_against_brute_force as fn(u64, bool) -> TestResult);
+}
+
+#[test]
+fn linear_net_closed_form() {
+    // Large biases keep every neuron active near x0: N is affine there.
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let (m, d) = (6, 5);
+    let w = DMatrix::from_fn(m, d, |_, _| rng.gen_range(-1.0..1.0));
+    let b = DVector::from_element(m, 100.0);
+    let v = DVector::from_fn(m, |j, _| if j % 2 == 0 { 1.0 } else { -0.9 });
+    let net = Network::new(w, b, v).unwrap();
+    let x0 = DVector::from_fn(d, |_, _| rng.gen_range(-1.0..1.0));
+    let grad = net.w().transpose() * net.v();
+    let want = net.output(&x0).abs() / grad.norm();
+    assert!(
+        want < 10.0,
+        "closed form must stay inside the all-active region"
+    );
+    let got = DistanceSolver::new(&net)
+        .distance(&x0, 0, 1.0, &DistanceOptions::default())
+        .unwrap();
+    assert_eq!(got.status, Status::Exact);
+    assert!((got.upper.unwrap() - want).abs() <= 1e-9 * want);
+}
+
+#[test]
+fn one_dimensional_closed_form() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for _ in 0..50 {
+        let net = random_net(&mut rng, 6, 1, false);
+        let x0 = DVector::from_element(1, rng.gen_range(-2.0..2.0));
+        let y = net.output(&x0).signum();
+        // In 1-D the nearest flip is the first root to the left or the right.
+        let right = critical_radius(&net, &x0, y, &DVector::from_element(1, -y));
+        let left = critical_radius(&net, &x0, y, &DVector::from_element(1, y));
+        let want = match (left, right) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let got = DistanceSolver::new(&net)
+            .distance(&x0, 0, y, &DistanceOptions::default())
+            .unwrap();
+        match want {
+            None => assert_eq!(got.status, Status::NoFlip),
+            Some(w) => {
+                assert_eq!(got.status, Status::Exact);
+                assert!(
+                    (got.upper.unwrap() - w).abs() <= 1e-9 * w.max(1.0),
+                    "{w} vs {:?}",
+                    got.upper
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn no_flip_is_proven_when_the_output_cannot_change_sign() {
+    // All output weights positive and a neuron that is always active: N > 0 everywhere.
+    let w = DMatrix::from_row_slice(2, 1, &[0.0, 1.0]);
+    let b = DVector::from_vec(vec![1.0, 0.0]);
+    let v = DVector::from_vec(vec![1.0, 2.0]);
+    let net = Network::new(w, b, v).unwrap();
+    let got = DistanceSolver::new(&net)
+        .distance(
+            &DVector::from_element(1, 0.3),
+            0,
+            1.0,
+            &DistanceOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(got.status, Status::NoFlip);
+    assert!(got.upper.is_none() && got.lower.is_none());
+}
+
+#[test]
+fn robust_net_on_std_is_about_half_sqrt_d() {
+    let fx = Fixture::load(&fixture("std")).unwrap();
+    let net = robust_network(&fx.means, None).unwrap();
+    let solver = DistanceSolver::new(&net);
+    let sd = (fx.spec.d as f64).sqrt();
+    for i in 0..20 {
+        let r = solver
+            .distance(
+                &fx.test.point(i),
+                i,
+                fx.test.y()[i],
+                &DistanceOptions::default(),
+            )
+            .unwrap();
+        assert_eq!(r.status, Status::Exact, "point {i}");
+        let dist = r.upper.unwrap();
+        // √d/2 = 10, perturbed by the noise: O(σ) around it.
+        assert!((dist - sd / 2.0).abs() < 3.0, "point {i}: {dist}");
+    }
+}
