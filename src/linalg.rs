@@ -139,14 +139,17 @@ impl ActiveSet {
             let wi: Vec<usize> = (0..nr).filter(|&k| self.working[k]).collect();
             let (target, mu_w) = solve_subproblem(h, g, a, b, &fi, &wi, ridge);
             let (alpha, block) = step_length(a, b, &self.z, &target, &fi, &self.working);
+            let mut moved = 0.0f64;
             for (t, &i) in fi.iter().enumerate() {
-                self.z[i] += alpha * (target[t] - self.z[i]);
+                let dz = alpha * (target[t] - self.z[i]);
+                moved = moved.max(dz.abs());
+                self.z[i] = (self.z[i] + dz).max(0.0);
             }
-            if alpha > 0.0 {
+            if moved > 1e-15 * (1.0 + self.z.amax()) {
                 barred_bound.fill(false);
                 barred_row.fill(false);
-            } else {
-                match released {
+            } else if block.is_some() && block == released {
+                match block {
                     Some(Block::Bound(i)) => barred_bound[i] = true,
                     Some(Block::Row(k)) => barred_row[k] = true,
                     None => {}
@@ -157,6 +160,14 @@ impl ActiveSet {
                 Some(Block::Bound(i)) => {
                     self.z[i] = 0.0;
                     self.free[i] = false;
+                    // A working row left without free variables is implied by
+                    // the bounds; keeping it would leave its multiplier
+                    // undetermined (and the method cycling).
+                    for k in 0..nr {
+                        if self.working[k] && (0..nv).all(|j| !self.free[j] || a[(k, j)] == 0.0) {
+                            self.working[k] = false;
+                        }
+                    }
                     continue;
                 }
                 Some(Block::Row(k)) => {
@@ -247,9 +258,12 @@ fn step_length(
 ) -> (f64, Option<Block>) {
     let mut alpha = 1.0;
     let mut block = None;
+    // A target within rounding of 0 is 0 (the caller clamps): blocking on it
+    // would re-fix a variable that a working row holds at exactly 0.
+    let ztol = 1e-14 * (1.0 + z.amax() + target.amax());
     for (t, &i) in fi.iter().enumerate() {
         let p = target[t] - z[i];
-        if target[t] < 0.0 && p < 0.0 {
+        if target[t] < -ztol && p < 0.0 {
             let s = z[i] / -p;
             if s < alpha {
                 alpha = s;
@@ -275,7 +289,7 @@ fn step_length(
     (alpha, block)
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Block {
     Bound(usize),
     Row(usize),
