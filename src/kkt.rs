@@ -119,6 +119,13 @@ pub struct Certificate {
     pub seconds: f64,
 }
 
+impl Certificate {
+    /// `net` rescaled by this certificate's factor (min-margin 1).
+    pub fn scale_net(&self, net: &Network) -> Network {
+        net.scaled(self.scale)
+    }
+}
+
 /// Parameters laid out as blocks: W [m,d], b [m], v [m].
 #[derive(Clone, Debug)]
 struct Params {

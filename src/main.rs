@@ -10,6 +10,7 @@ use kktcert::data::{Dataset, Fixture, FixtureSpec, LabelRule, MeansKind, FIXTURE
 use kktcert::distance::{DistanceOptions, DistanceSolver, DistanceSummary};
 use kktcert::kkt::{certify, Certificate, CertifyOptions, Norm};
 use kktcert::net::Evaluation;
+use kktcert::polish::{polish, PolishOptions};
 use kktcert::robust::robust_network;
 use kktcert::tensors::{write_atomic, write_json};
 use kktcert::train::{log_csv, train, Loss, TrainConfig};
@@ -42,14 +43,53 @@ enum Command {
     Eval(EvalArgs),
     /// Certify KKT-ness for Problem (2): a proven [lower, upper] residual bracket.
     Certify(CertifyArgs),
+    /// Polish a trained net into a certified KKT point of Problem (2).
+    Polish(PolishArgs),
     /// Build the robust width-k network of Theorem 4.1 from a fixture's means.
     Robust(RobustArgs),
     /// The universal attack along Σ y_q μ_q: exact critical radii and flip rates.
     Attack(AttackArgs),
     /// Certified exact minimal ℓ2 sign-flipping distance of data points.
     Distance(DistanceArgs),
+    /// The end-to-end experiment: sweep (k, d), train, polish, attack, certify; write tables and figures.
+    Reproduce(ReproduceArgs),
     /// Audit Assumption 2.2 and properties P1–P6 on a fixture (exit 0 whatever the verdict).
     Audit(AuditArgs),
+}
+
+#[derive(clap::Args)]
+struct PolishArgs {
+    #[arg(long)]
+    net: PathBuf,
+    /// Training set of Problem (2).
+    #[arg(long)]
+    data: PathBuf,
+    /// Test set, to report prediction agreement before/after.
+    #[arg(long)]
+    test: Option<PathBuf>,
+    #[arg(long)]
+    out: PathBuf,
+    /// Tolerance on ε_rel and δ_rel for the verdict.
+    #[arg(long, default_value_t = PolishOptions::default().tol)]
+    tol: f64,
+    /// τ_act of the certificate (Clarke ambiguity for pairs on a kink).
+    #[arg(long, default_value_t = PolishOptions::default().act_tol)]
+    act_tol: f64,
+    /// κ₀ of the proximal term that keeps the polish near the start (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    proximal: f64,
+    /// Comma-separated β factors (β = factor / median|u_ij|).
+    #[arg(long)]
+    betas: Option<String>,
+    /// Stop at the first stage certified KKT.
+    #[arg(long)]
+    stop_when_certified: bool,
+    /// Seconds before the polish stops with the best stage so far.
+    #[arg(long, default_value_t = 120.0)]
+    time_limit: f64,
+    /// Write the polish report here.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -109,6 +149,18 @@ struct DistanceArgs {
     fixture: Option<PathBuf>,
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ReproduceArgs {
+    /// A few small sizes (about a minute) instead of the full sweep.
+    #[arg(long)]
+    quick: bool,
+    /// Output directory (default: out/quick or out/full).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(clap::Args)]
@@ -255,8 +307,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval(a),
         Command::Certify(a) => certify_cmd(a),
         Command::Robust(a) => robust_cmd(a),
+        Command::Polish(a) => polish_cmd(a),
         Command::Attack(a) => attack_cmd(a),
         Command::Audit(a) => audit_cmd(a),
+        Command::Reproduce(a) => reproduce_cmd(a, quiet),
         Command::Distance(a) => distance_cmd(a, quiet),
     }
 }
@@ -666,5 +720,113 @@ fn distance_cmd(a: DistanceArgs, quiet: bool) -> Result<()> {
             &serde_json::json!({ "summary": summary, "points": points }),
         )?;
     }
+    Ok(())
+}
+
+fn polish_cmd(a: PolishArgs) -> Result<()> {
+    let ck = Checkpoint::load(&a.net)?;
+    let train = Dataset::load(&a.data)?;
+    ck.net.check_dim(&train)?;
+    let test = a.test.as_deref().map(Dataset::load).transpose()?;
+    let mut opts = PolishOptions {
+        tol: a.tol,
+        act_tol: a.act_tol,
+        proximal: a.proximal,
+        stop_when_certified: a.stop_when_certified,
+        time_limit: Some(a.time_limit),
+        ..Default::default()
+    };
+    if let Some(b) = &a.betas {
+        opts.beta_factors = b
+            .split(',')
+            .map(|t| t.trim().parse::<f64>())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| Error::Param {
+                name: "betas".into(),
+                msg: format!("`{b}`, expected comma-separated numbers"),
+            })?;
+    }
+    println!("stage  beta          ε_rel ∈ [lower, upper]        δ_rel      violation  verdict     seconds");
+    let (net, rep) = polish(&ck.net, &train, test.as_ref(), &opts, |st| {
+        println!(
+            "       {:<12.4e}  [{:.3e}, {:.3e}]  {:.3e}  {:.2e}  {:<10} {:.2}",
+            st.beta,
+            st.relative_lower,
+            st.relative_upper,
+            st.relative_complementarity,
+            st.max_violation,
+            format!("{:?}", st.verdict),
+            st.seconds
+        );
+    })?;
+    let c = &rep.certificate;
+    let mv = &rep.movement;
+    println!(
+        "start: ε_rel ∈ [{:.3e}, {:.3e}]; polished: ε_rel ∈ [{:.3e}, {:.3e}], δ_rel {:.3e} → {:?} ({:.1}s)",
+        rep.start.relative_lower, rep.start.relative_upper, c.relative_lower, c.relative_upper, c.relative_complementarity, c.verdict, rep.seconds
+    );
+    println!(
+        "moved: cos(θ0, θ) = {:.4}, train agreement {:.4}, test agreement {}, live neurons {} → {}",
+        mv.cosine,
+        mv.train_agreement,
+        mv.test_agreement.map_or("-".into(), |t| format!("{t:.4}")),
+        mv.live_neurons_before,
+        mv.live_neurons_after
+    );
+    let mut meta = ck.metadata.clone();
+    meta.insert("producer".into(), "kktcert polish".into());
+    meta.insert("polished_from".into(), a.net.display().to_string());
+    meta.insert(
+        "kkt_relative_upper".into(),
+        format!("{:e}", c.relative_upper),
+    );
+    meta.insert(
+        "kkt_relative_complementarity".into(),
+        format!("{:e}", c.relative_complementarity),
+    );
+    meta.insert("kkt_verdict".into(), format!("{:?}", c.verdict));
+    Checkpoint::new(net, meta).save(&a.out)?;
+    if let Some(path) = &a.json {
+        write_json(path, &rep)?;
+    }
+    Ok(())
+}
+
+fn reproduce_cmd(a: ReproduceArgs, quiet: bool) -> Result<()> {
+    use kktcert::report::{run, write, SweepConfig};
+    let cfg = if a.quick {
+        SweepConfig::quick(a.seed)
+    } else {
+        SweepConfig::full(a.seed)
+    };
+    let out = a
+        .out
+        .unwrap_or_else(|| PathBuf::from(if a.quick { "out/quick" } else { "out/full" }));
+    let cells = cfg.sizes.len() * cfg.seeds.len() * cfg.width_factors.len();
+    let bar = progress(cells as u64, quiet, "reproduce");
+    let rep = run(&cfg, |row| {
+        bar.inc(1);
+        bar.suspend(|| eprintln!(
+            "k={} d={} width={} seed={}: test error {}, KKT ε_rel {}, universal ‖z‖ GD/KKT/robust {}/{}/{}, {}",
+            row.k,
+            row.d,
+            row.width,
+            row.seed,
+            fmt_opt(row.test_error),
+            row.kkt_relative_upper.map_or("-".into(), |v| format!("{v:.2e}")),
+            fmt_opt(row.universal_median),
+            fmt_opt(row.kkt_universal_median),
+            fmt_opt(row.robust_universal_median),
+            row.error.as_deref().unwrap_or(&row.edge)
+        ))
+    })?;
+    bar.finish_and_clear();
+    write(&rep, &out)?;
+    println!(
+        "{} cells in {:.0}s → {} (report.md, report.json, figures/*.svg)",
+        rep.rows.len(),
+        rep.seconds,
+        out.display()
+    );
     Ok(())
 }

@@ -207,6 +207,71 @@ impl Network {
     }
 }
 
+/// The hidden activation: ReLU, or its smooth surrogate softplus_β(u) =
+/// log(1 + e^{βu})/β used by the polish continuation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    Relu,
+    Softplus(f64),
+}
+
+impl Activation {
+    /// σ(u).
+    #[inline]
+    pub fn value(self, u: f64) -> f64 {
+        match self {
+            Activation::Relu => relu(u),
+            Activation::Softplus(beta) => {
+                let t = beta * u;
+                (t.max(0.0) + (-t.abs()).exp().ln_1p()) / beta
+            }
+        }
+    }
+
+    /// σ'(u) (ReLU'(0) = 0).
+    #[inline]
+    pub fn slope(self, u: f64) -> f64 {
+        match self {
+            Activation::Relu => f64::from(u > 0.0),
+            Activation::Softplus(beta) => 1.0 / (1.0 + (-beta * u).exp()),
+        }
+    }
+}
+
+impl Network {
+    /// Pre-activations U and outputs Σ_j v_j σ(u_ij) for every row of `x`.
+    pub fn outputs_with(&self, x: &DMatrix<f64>, act: Activation) -> (DMatrix<f64>, DVector<f64>) {
+        let u = self.preactivations(x);
+        let out = u.map(|t| act.value(t)) * &self.v;
+        (u, out)
+    }
+
+    /// Σ_i coef_i ∇_θ N(x_i) for the activation `act`, given U from
+    /// [`Network::outputs_with`] — the one pullback that training, polishing
+    /// and certification share.
+    pub fn pullback(
+        &self,
+        x: &DMatrix<f64>,
+        u: &DMatrix<f64>,
+        coef: &DVector<f64>,
+        act: Activation,
+    ) -> Network {
+        let gv = u.map(|t| act.value(t)).transpose() * coef;
+        let mut m = u.map(|t| act.slope(t));
+        for (j, mut col) in m.column_iter_mut().enumerate() {
+            col.component_mul_assign(coef);
+            col *= self.v[j];
+        }
+        let gw = m.transpose() * x;
+        let gb = DVector::from_iterator(self.width(), m.column_iter().map(|c| c.sum()));
+        Network {
+            w: gw,
+            b: gb,
+            v: gv,
+        }
+    }
+}
+
 /// Summary statistics of a network on a dataset.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Evaluation {

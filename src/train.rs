@@ -7,7 +7,7 @@
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::net::{relu, Network};
+use crate::net::{Activation, Network};
 use nalgebra::{DMatrix, DVector};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -125,9 +125,7 @@ pub struct LossGrad {
 /// Mean loss and its gradient with respect to (W, b, v), ReLU'(0) = 0.
 pub fn loss_and_grad(net: &Network, data: &Dataset, loss: Loss) -> LossGrad {
     let n = data.n() as f64;
-    let u = net.preactivations(data.x());
-    let a = u.map(relu);
-    let out = &a * net.v();
+    let (u, out) = net.outputs_with(data.x(), Activation::Relu);
     let margins: Vec<f64> = out.iter().zip(data.y()).map(|(f, y)| f * y).collect();
     let value = margins.iter().map(|&q| loss.value(q)).sum::<f64>() / n;
     let coef = DVector::from_iterator(
@@ -137,19 +135,10 @@ pub fn loss_and_grad(net: &Network, data: &Dataset, loss: Loss) -> LossGrad {
             .zip(data.y())
             .map(|(&q, &y)| loss.derivative(q) * y / n),
     );
-    let gv = a.transpose() * &coef;
-    // M_ij = 1[u_ij > 0] · coef_i · v_j
-    let mut mmat = u.map(|x| if x > 0.0 { 1.0 } else { 0.0 });
-    for (j, mut col) in mmat.column_iter_mut().enumerate() {
-        col.component_mul_assign(&coef);
-        col *= net.v()[j];
-    }
-    let gw = mmat.transpose() * data.x();
-    let gb = DVector::from_iterator(net.width(), mmat.column_iter().map(|c| c.sum()));
     LossGrad {
         loss: value,
         margins,
-        grad: Network::new(gw, gb, gv).expect("gradient of a finite net is finite"),
+        grad: net.pullback(data.x(), &u, &coef, Activation::Relu),
     }
 }
 

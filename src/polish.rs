@@ -1,0 +1,378 @@
+//! Polishing a trained network into a KKT point of Problem (2) (SPEC §7).
+//!
+//! Smoothing continuation: ReLU is replaced by softplus_β and the smooth
+//! problem min ½‖θ‖² s.t. y_i N_β(x_i) ≥ 1 is solved by a PHR augmented
+//! Lagrangian,
+//!
+//! ```text
+//!   L(θ) = ½‖θ‖² + (1/2ρ) Σ_i [max(0, λ_i − ρ c_i)² − λ_i²] + (κ/2)‖θ − θ₀‖²,
+//! ```
+//!
+//! c_i = q_i − 1, with L-BFGS inner solves, λ_i ← max(0, λ_i − ρ c_i) and
+//! ρ ×3 while the violation does not fall fast enough, warm-started along an
+//! increasing sequence of β. β is set relative to the typical |u_ij| of the
+//! rescaled starting net, so the schedule does not depend on the data's units.
+//! The optional proximal term (κ > 0, fading ×0.1 per stage and absent in the
+//! last) keeps the polish near the user's own checkpoint instead of running
+//! to whatever KKT point is nearest in function space. After every stage the
+//! ReLU network with the current parameters is certified by [`crate::kkt`];
+//! that certificate, not this optimiser, is the judge.
+
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::kkt::{certify, Certificate, CertifyOptions, Norm, Verdict};
+use crate::lbfgs::minimize;
+use crate::net::{median_sorted, Activation, Network};
+use nalgebra::DVector;
+use serde::Serialize;
+use std::time::Instant;
+
+/// Options of [`polish`].
+#[derive(Clone, Debug, Serialize)]
+pub struct PolishOptions {
+    /// β_k · median|u_ij| of the rescaled start, one stage each.
+    pub beta_factors: Vec<f64>,
+    /// Certificate options for the stage reports and the verdict.
+    pub tol: f64,
+    pub act_tol: f64,
+    /// κ₀ of the proximal term toward the starting direction (0: off).
+    pub proximal: f64,
+    /// Augmented-Lagrangian rounds per stage.
+    pub max_outer: usize,
+    /// L-BFGS iterations per round.
+    pub max_inner: usize,
+    /// Stop after a stage certified `kkt`.
+    pub stop_when_certified: bool,
+    /// Wall-clock budget, seconds.
+    pub time_limit: Option<f64>,
+}
+
+impl Default for PolishOptions {
+    fn default() -> Self {
+        Self {
+            beta_factors: vec![4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0],
+            tol: 1e-4,
+            act_tol: 1e-4,
+            proximal: 0.0,
+            max_outer: 30,
+            max_inner: 500,
+            stop_when_certified: false,
+            time_limit: Some(120.0),
+        }
+    }
+}
+
+/// One continuation stage.
+#[derive(Clone, Debug, Serialize)]
+pub struct Stage {
+    pub beta: f64,
+    /// Certified relative residual bracket of the ReLU net after the stage.
+    pub relative_lower: f64,
+    pub relative_upper: f64,
+    pub relative_complementarity: f64,
+    pub verdict: Verdict,
+    pub max_violation: f64,
+    pub rho: f64,
+    pub lbfgs_iterations: usize,
+    pub seconds: f64,
+}
+
+/// How far the polish moved the network.
+#[derive(Clone, Debug, Serialize)]
+pub struct Movement {
+    /// cos∠(θ_start, θ_polished).
+    pub cosine: f64,
+    pub train_agreement: f64,
+    pub test_agreement: Option<f64>,
+    pub live_neurons_before: usize,
+    pub live_neurons_after: usize,
+}
+
+/// The polish's record.
+#[derive(Clone, Debug, Serialize)]
+pub struct PolishReport {
+    pub options: PolishOptions,
+    pub start: Certificate,
+    pub stages: Vec<Stage>,
+    pub certificate: Certificate,
+    pub movement: Movement,
+    pub seconds: f64,
+}
+
+/// Relative threshold (to the largest neuron) for counting a neuron as live.
+const LIVE_REL: f64 = 1e-3;
+
+/// Relative mass below which the polish prunes a neuron (see `Lagrangian::prune`).
+const PRUNE_REL: f64 = 1e-7;
+
+fn flat(net: &Network) -> DVector<f64> {
+    DVector::from_vec(net.flat())
+}
+
+/// The augmented Lagrangian's value and gradient at θ.
+struct Lagrangian<'a> {
+    data: &'a Dataset,
+    m: usize,
+    act: Activation,
+    lambda: DVector<f64>,
+    rho: f64,
+    kappa: f64,
+    anchor: DVector<f64>,
+    /// Per flat coordinate: 1 for a live neuron's parameters, 0 for pruned.
+    mask: DVector<f64>,
+}
+
+impl Lagrangian<'_> {
+    fn net(&self, theta: &DVector<f64>) -> Network {
+        Network::from_flat(self.m, self.data.d(), theta.as_slice()).expect("finite iterate")
+    }
+
+    fn constraints(&self, theta: &DVector<f64>) -> DVector<f64> {
+        let (_, out) = self.net(theta).outputs_with(self.data.x(), self.act);
+        DVector::from_iterator(
+            out.len(),
+            out.iter().zip(self.data.y()).map(|(f, y)| f * y - 1.0),
+        )
+    }
+
+    fn eval(&self, theta: &DVector<f64>) -> (f64, DVector<f64>) {
+        if theta.iter().any(|v| !v.is_finite()) {
+            return (f64::INFINITY, theta.clone());
+        }
+        let net = self.net(theta);
+        let (u, out) = net.outputs_with(self.data.x(), self.act);
+        let y = DVector::from_column_slice(self.data.y());
+        let c = out.component_mul(&y).add_scalar(-1.0);
+        let a = (&self.lambda - &c * self.rho).map(|v| v.max(0.0));
+        let diff = theta - &self.anchor;
+        let value = 0.5 * theta.norm_squared()
+            + (a.norm_squared() - self.lambda.norm_squared()) / (2.0 * self.rho)
+            + 0.5 * self.kappa * diff.norm_squared();
+        let pull = net.pullback(self.data.x(), &u, &a.component_mul(&y), self.act);
+        let grad = theta - flat(&pull) + diff * self.kappa;
+        (value, grad.component_mul(&self.mask))
+    }
+
+    /// Zeroes and freezes neurons whose mass |v_j|·‖(w_j, b_j)‖ fell below
+    /// `PRUNE_REL` of the largest: at such a neuron the KKT equations hold
+    /// trivially once it is exactly zero, and dropping it from the iteration
+    /// removes the slow, ill-conditioned decay that dominates the run.
+    fn prune(&mut self, theta: &mut DVector<f64>) {
+        let net = self.net(theta);
+        let (m, d) = (self.m, self.data.d());
+        let mass: Vec<f64> = (0..m)
+            .map(|j| net.v()[j].abs() * (net.w().row(j).norm_squared() + net.b()[j].powi(2)).sqrt())
+            .collect();
+        let top = mass.iter().cloned().fold(0.0, f64::max);
+        for j in (0..m).filter(|&j| mass[j] < PRUNE_REL * top) {
+            for k in (j * d..(j + 1) * d).chain([m * d + j, m * d + m + j]) {
+                theta[k] = 0.0;
+                self.mask[k] = 0.0;
+            }
+        }
+    }
+}
+
+/// The ℓ2 certificate of `net` (rescaled inside) with the polish's options.
+fn judge(net: &Network, data: &Dataset, opts: &PolishOptions) -> Result<Certificate> {
+    let copts = CertifyOptions {
+        tol: opts.tol,
+        delta_rel: Some(opts.tol),
+        act_tol: opts.act_tol,
+    };
+    certify(net, data, Norm::L2, &copts)
+}
+
+/// Polishes `net` toward a KKT point of Problem (2) on `train`; `on_stage`
+/// sees each stage's certified numbers as they fall.
+pub fn polish(
+    net: &Network,
+    train: &Dataset,
+    test: Option<&Dataset>,
+    opts: &PolishOptions,
+    mut on_stage: impl FnMut(&Stage),
+) -> Result<(Network, PolishReport)> {
+    let t0 = Instant::now();
+    let (start, _) = net
+        .rescaled_to_unit_margin(train)
+        .map_err(|e| Error::Numerical(format!("cannot polish: {e}")))?;
+    if start.live_neurons(LIVE_REL) == 0 {
+        return Err(Error::Numerical(
+            "cannot polish: the network has no live neuron".into(),
+        ));
+    }
+    let start_cert = judge(&start, train, opts)?;
+    let mut abs_u: Vec<f64> = start
+        .preactivations(train.x())
+        .iter()
+        .map(|u| u.abs())
+        .filter(|u| *u > 0.0)
+        .collect();
+    abs_u.sort_by(f64::total_cmp);
+    let u_scale = if abs_u.is_empty() {
+        1.0
+    } else {
+        median_sorted(&abs_u)
+    };
+    let theta0 = flat(&start);
+    let (m, d) = (start.width(), start.dim());
+    let blocks = [0..m * d, m * d..m * d + m, m * d + m..m * (d + 2)];
+    let mut lag = Lagrangian {
+        data: train,
+        m: start.width(),
+        act: Activation::Relu,
+        lambda: DVector::from_vec(start_cert.lambda.clone()),
+        rho: 10.0,
+        kappa: opts.proximal,
+        anchor: theta0.clone(),
+        mask: DVector::from_element(theta0.len(), 1.0),
+    };
+    let mut theta = theta0.clone();
+    let mut best: Option<(Network, Certificate)> = None;
+    let mut stages = Vec::new();
+    let nst = opts.beta_factors.len();
+    for (k, &factor) in opts.beta_factors.iter().enumerate() {
+        let ts = Instant::now();
+        let beta = factor / u_scale;
+        lag.act = Activation::Softplus(beta);
+        lag.kappa = if k + 1 == nst {
+            0.0
+        } else {
+            opts.proximal * 0.1f64.powi(k as i32)
+        };
+        let mut iters = 0;
+        let mut prev_viol = f64::INFINITY;
+        let mut viol = f64::INFINITY;
+        // Inexact inner solves early, exact ones late (the usual AL schedule).
+        let mut gtol = 1e-5 * (1.0 + theta.amax());
+        for _ in 0..opts.max_outer {
+            let min = minimize(
+                |t| lag.eval(t),
+                theta.clone(),
+                gtol,
+                opts.max_inner,
+                12,
+                &blocks,
+            );
+            let inner_done = min.grad_norm <= gtol;
+            gtol = (gtol * 0.1).max(1e-11 * (1.0 + theta.amax()));
+            if std::env::var_os("POLISH_TRACE").is_some() {
+                eprintln!(
+                    "  β={beta:.3e} ρ={:.1e} it={} |g|={:.2e} gtol={:.1e} t={:.1}s",
+                    lag.rho,
+                    min.iterations,
+                    min.grad_norm,
+                    gtol,
+                    ts.elapsed().as_secs_f64()
+                );
+            }
+            iters += min.iterations;
+            theta = min.x;
+            if lag.kappa == 0.0 {
+                lag.prune(&mut theta);
+            }
+            let c = lag.constraints(&theta);
+            viol = (-c.min()).max(0.0);
+            let new_lambda = (&lag.lambda - &c * lag.rho).map(|v| v.max(0.0));
+            let dl = (&new_lambda - &lag.lambda).amax();
+            lag.lambda = new_lambda;
+            if viol < 1e-12 && dl < 1e-10 * (1.0 + lag.lambda.amax()) {
+                break;
+            }
+            // Raise ρ only when the inner solve finished: an unfinished one
+            // says nothing about the penalty, and a large ρ ruins conditioning.
+            if inner_done && viol > 0.25 * prev_viol {
+                lag.rho = (lag.rho * 3.0).min(1e9);
+            }
+            prev_viol = viol;
+            if opts
+                .time_limit
+                .is_some_and(|t| t0.elapsed().as_secs_f64() > t)
+            {
+                break;
+            }
+        }
+        let relu_net = lag.net(&theta);
+        let stage = match judge(&relu_net, train, opts) {
+            Ok(cert) => {
+                let st = Stage {
+                    beta,
+                    relative_lower: cert.relative_lower,
+                    relative_upper: cert.relative_upper,
+                    relative_complementarity: cert.relative_complementarity,
+                    verdict: cert.verdict,
+                    max_violation: viol,
+                    rho: lag.rho,
+                    lbfgs_iterations: iters,
+                    seconds: ts.elapsed().as_secs_f64(),
+                };
+                if best
+                    .as_ref()
+                    .is_none_or(|(_, b)| cert.relative_upper < b.relative_upper)
+                {
+                    best = Some((cert.scale_net(&relu_net), cert));
+                }
+                st
+            }
+            Err(_) => Stage {
+                beta,
+                relative_lower: f64::NAN,
+                relative_upper: f64::NAN,
+                relative_complementarity: f64::NAN,
+                verdict: Verdict::Undecided,
+                max_violation: viol,
+                rho: lag.rho,
+                lbfgs_iterations: iters,
+                seconds: ts.elapsed().as_secs_f64(),
+            },
+        };
+        on_stage(&stage);
+        let done = stage.verdict == Verdict::Kkt && opts.stop_when_certified;
+        stages.push(stage);
+        if done
+            || opts
+                .time_limit
+                .is_some_and(|t| t0.elapsed().as_secs_f64() > t)
+        {
+            break;
+        }
+    }
+    let (polished, certificate) = best.ok_or_else(|| {
+        Error::Numerical("polish produced no network that classifies the training set".into())
+    })?;
+    let movement = movement(&start, &polished, train, test);
+    Ok((
+        polished,
+        PolishReport {
+            options: opts.clone(),
+            start: start_cert,
+            stages,
+            certificate,
+            movement,
+            seconds: t0.elapsed().as_secs_f64(),
+        },
+    ))
+}
+
+/// Fraction of points on which two nets predict the same sign.
+fn agreement(a: &Network, b: &Network, data: &Dataset) -> f64 {
+    let fa = a.forward(data.x());
+    let fb = b.forward(data.x());
+    let same = fa
+        .iter()
+        .zip(fb.iter())
+        .filter(|(p, q)| p.signum() == q.signum())
+        .count();
+    same as f64 / data.n() as f64
+}
+
+fn movement(start: &Network, end: &Network, train: &Dataset, test: Option<&Dataset>) -> Movement {
+    let (a, b) = (flat(start), flat(end));
+    Movement {
+        cosine: a.dot(&b) / (a.norm() * b.norm()),
+        train_agreement: agreement(start, end, train),
+        test_agreement: test.map(|t| agreement(start, end, t)),
+        live_neurons_before: start.live_neurons(LIVE_REL),
+        live_neurons_after: end.live_neurons(LIVE_REL),
+    }
+}
