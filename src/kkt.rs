@@ -26,7 +26,10 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::linalg::qp_nonneg;
 use crate::net::{relu, Network};
-use good_lp::{clarabel, variable, DualValues, Expression, ProblemVariables, Solution, SolutionWithDual, SolverModel, Variable};
+use good_lp::{
+    clarabel, variable, DualValues, Expression, ProblemVariables, Solution, SolutionWithDual,
+    SolverModel, Variable,
+};
 use nalgebra::{DMatrix, DVector};
 use serde::Serialize;
 
@@ -604,7 +607,12 @@ impl KktSystem<'_> {
         let t = pv.add(variable().min(0.0));
         let zs = pv.add_vector(variable().min(0.0), self.nvars());
         let mut model = pv.minimise(t).using(clarabel);
-        model.settings().tol_gap_abs(1e-12).tol_gap_rel(1e-12).tol_feas(1e-12).verbose(false);
+        model
+            .settings()
+            .tol_gap_abs(1e-12)
+            .tol_gap_rel(1e-12)
+            .tol_feas(1e-12)
+            .verbose(false);
         let mut plus = Vec::with_capacity(rows.len());
         let mut minus = Vec::with_capacity(rows.len());
         for &k in rows {
@@ -626,9 +634,15 @@ impl KktSystem<'_> {
         let dual = sol.compute_dual();
         let mut u = self.theta.sub(&self.theta);
         for (t, &k) in rows.iter().enumerate() {
-            u.set(k, dual.dual(plus[t].clone()).abs() - dual.dual(minus[t].clone()).abs());
+            u.set(
+                k,
+                dual.dual(plus[t].clone()).abs() - dual.dual(minus[t].clone()).abs(),
+            );
         }
-        let mu = DVector::from_iterator(arows.len(), arows.iter().map(|c| dual.dual(c.clone()).abs()));
+        let mu = DVector::from_iterator(
+            arows.len(),
+            arows.iter().map(|c| dual.dual(c.clone()).abs()),
+        );
         Ok((z, u, mu))
     }
 

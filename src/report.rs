@@ -74,9 +74,9 @@ impl SweepConfig {
             sizes,
             n_test: 500,
             seeds: vec![seed, seed + 1, seed + 2],
-            distance_points: 20,
-            distance_time_limit: 10.0,
-            polish_time_limit: 30.0,
+            distance_points: 10,
+            distance_time_limit: 3.0,
+            polish_time_limit: 15.0,
             ..Self::quick(seed)
         }
     }

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Exact flip distance: kktcert vs SCIP (pyscipopt) on the same points, one run.
+
+    python scripts/bench_distance.py [--points 20] [--scip-time-limit 300]
+                                     [--widths 50,100,200,400] [--sweep-points 5]
+
+Nets on the `std` fixture: a GD-trained width-100 net, the width-10 robust
+net, and GD nets of the sweep widths. The peer is the exact MIQP
+  min ||delta||^2  s.t.  s0 * sum_j v_j a_j <= 0,  a_j = ReLU(w_j.(x0+delta)+b_j)
+with the big-M ReLU encoding (binary z_j, bounds l_j, h_j of u_j over the
+ball of radius R = kktcert's certified upper bound), stable neurons fixed,
+relative gap 1e-9. Prints per-net medians, per-point times and the ratio.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+
+import numpy as np
+from safetensors.numpy import load_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target/release/kktcert")
+FX = os.path.join(ROOT, "fixtures/std")
+
+
+def run(*args):
+    subprocess.run([BIN, *args, "--quiet"], check=True, capture_output=True)
+
+
+def scip_distance(W, b, v, x0, radius, time_limit):
+    from pyscipopt import Model, quicksum
+
+    m, d = W.shape
+    u0 = W @ x0 + b
+    s0 = np.sign(np.maximum(u0, 0) @ v)
+    wn = np.linalg.norm(W, axis=1)
+    lo, hi = u0 - radius * wn, u0 + radius * wn
+    md = Model()
+    md.hideOutput()
+    md.setParam("limits/gap", 1e-9)
+    md.setParam("limits/time", time_limit)
+    delta = [md.addVar(lb=-radius, ub=radius) for _ in range(d)]
+    tau = md.addVar(lb=0)
+    md.addCons(quicksum(t * t for t in delta) <= tau)
+    out = []
+    for j in range(m):
+        u = quicksum(W[j, c] * delta[c] for c in range(d)) + u0[j]
+        if hi[j] <= 0:
+            continue
+        if lo[j] >= 0:
+            out.append(v[j] * u)
+            continue
+        a = md.addVar(lb=0, ub=hi[j])
+        z = md.addVar(vtype="B")
+        md.addCons(a >= u)
+        md.addCons(a <= u - lo[j] * (1 - z))
+        md.addCons(a <= hi[j] * z)
+        out.append(v[j] * a)
+    md.addCons(s0 * quicksum(out) <= 0)
+    md.setObjective(tau, "minimize")
+    t0 = time.perf_counter()
+    md.optimize()
+    secs = time.perf_counter() - t0
+    val = float(np.sqrt(md.getObjVal())) if md.getNSols() > 0 else float("nan")
+    return val, secs, md.getStatus()
+
+
+def compare(net_path, label, points, scip_limit, tmp):
+    out = os.path.join(tmp, f"{label}.json")
+    run("distance", "--net", net_path, "--data", os.path.join(FX, "test.safetensors"),
+        "--indices", f"0:{points}", "--threads", "1", "--fixture", FX, "--json", out)
+    ours = json.load(open(out))["points"]
+    net = load_file(net_path)
+    X = load_file(os.path.join(FX, "test.safetensors"))["X"]
+    rows = []
+    for p in ours:
+        x0 = X[p["index"]]
+        val, secs, status = scip_distance(net["W"], net["b"], net["v"], x0, p["upper"] * (1 + 1e-6), scip_limit)
+        rows.append((p["index"], p["upper"], p["status"], p["nodes"], p["seconds"], val, secs, status))
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--points", type=int, default=20)
+    ap.add_argument("--scip-time-limit", type=float, default=300)
+    ap.add_argument("--widths", default="50,100,200,400")
+    ap.add_argument("--sweep-points", type=int, default=5)
+    a = ap.parse_args()
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    tmp = tempfile.mkdtemp()
+    nets = []
+    gd = os.path.join(tmp, "gd100.safetensors")
+    run("train", "--data", os.path.join(FX, "train.safetensors"), "--width", "100", "--out", gd)
+    robust = os.path.join(tmp, "robust.safetensors")
+    run("robust", "--fixture", FX, "--out", robust)
+    nets.append(("GD width 100", gd, a.points))
+    nets.append(("robust width 10", robust, a.points))
+    for w in [int(x) for x in a.widths.split(",") if x]:
+        p = os.path.join(tmp, f"gd{w}.safetensors")
+        run("train", "--data", os.path.join(FX, "train.safetensors"), "--width", str(w), "--out", p)
+        nets.append((f"GD width {w} (sweep)", p, a.sweep_points))
+    print("| net | points | kktcert median s | SCIP median s | ratio | kktcert exact | max rel. diff | kktcert nodes (median) |")
+    print("|---|---|---|---|---|---|---|---|")
+    detail = []
+    for label, path, pts in nets:
+        rows = compare(path, label.split()[0] + label.split()[-1], pts, a.scip_time_limit, tmp)
+        ours = statistics.median(r[4] for r in rows)
+        theirs = statistics.median(r[6] for r in rows)
+        exact = sum(r[2] == "exact" for r in rows)
+        diff = max(abs(r[1] - r[5]) / r[1] for r in rows)
+        nodes = statistics.median(r[3] for r in rows)
+        print(f"| {label} | {len(rows)} | {ours:.3f} | {theirs:.2f} | {theirs / ours:.0f}x | {exact}/{len(rows)} | {diff:.1e} | {nodes:.0f} |")
+        detail.extend((label, *r) for r in rows)
+    print("\nper point: net, index, kktcert distance, status, nodes, kktcert s, SCIP distance, SCIP s, SCIP status")
+    for r in detail:
+        print(f"{r[0]}, {r[1]}, {r[2]:.9f}, {r[3]}, {r[4]}, {r[5]:.3f}, {r[6]:.9f}, {r[7]:.2f}, {r[8]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+//! The polish reaches a certified KKT point on a small problem, and says why
+//! when a checkpoint cannot be polished.
+
+mod common;
+use common::*;
+use kktcert::data::Dataset;
+use kktcert::kkt::Verdict;
+use kktcert::net::Network;
+use kktcert::polish::{polish, PolishOptions};
+use kktcert::train::{train, TrainConfig};
+use nalgebra::{DMatrix, DVector};
+
+#[test]
+fn polish_certifies_a_small_trained_net() {
+    let full = Dataset::load(&fixture("tiny").join("train.safetensors")).unwrap();
+    let idx: Vec<usize> = (0..16).collect();
+    let data = full.subset(&idx).unwrap();
+    let net = train(
+        &data,
+        &TrainConfig {
+            width: 4,
+            init_scale: 0.5,
+            ..Default::default()
+        },
+        |_, _| {},
+    )
+    .unwrap()
+    .net;
+    let opts = PolishOptions {
+        time_limit: Some(60.0),
+        stop_when_certified: true,
+        ..Default::default()
+    };
+    let mut seen = 0;
+    let (pol, rep) = polish(&net, &data, None, &opts, |_| seen += 1).unwrap();
+    assert_eq!(seen, rep.stages.len());
+    let c = &rep.certificate;
+    assert_eq!(
+        c.verdict,
+        Verdict::Kkt,
+        "ε_rel {} δ_rel {}",
+        c.relative_upper,
+        c.relative_complementarity
+    );
+    assert!(c.relative_upper <= 1e-4 && c.relative_complementarity <= 1e-4);
+    assert!(rep.start.relative_upper > 100.0 * c.relative_upper);
+    // The saved net is at min-margin 1 and classifies every training point.
+    let q = pol.margins(&data);
+    assert!(
+        q.iter().all(|&v| v >= 1.0 - 1e-9),
+        "min margin {:?}",
+        q.iter().cloned().fold(f64::INFINITY, f64::min)
+    );
+    assert_eq!(rep.movement.train_agreement, 1.0);
+}
+
+#[test]
+fn a_net_that_misclassifies_cannot_be_polished() {
+    let data = Dataset::load(&fixture("tiny").join("train.safetensors")).unwrap();
+    let net = Network::new(
+        DMatrix::zeros(2, data.d()),
+        DVector::zeros(2),
+        DVector::zeros(2),
+    )
+    .unwrap();
+    let err = polish(&net, &data, None, &PolishOptions::default(), |_| {}).unwrap_err();
+    assert!(err.to_string().contains("cannot polish"), "{err}");
+}
