@@ -92,7 +92,7 @@ fn gd_net_on_std_brackets_tightly_and_is_not_kkt() {
 fn small_case(seed: u64) -> Option<(Network, Dataset)> {
     let full = Dataset::load(&fixture("tiny").join("train.safetensors")).ok()?;
     let idx: Vec<usize> = (0..full.n())
-        .filter(|i| (i + seed as usize) % 3 == 0)
+        .filter(|i| (i + seed as usize).is_multiple_of(3))
         .collect();
     let data = full.subset(&idx).ok()?;
     let cfg = TrainConfig {
