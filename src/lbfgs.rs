@@ -54,7 +54,13 @@ pub fn minimize(
             let xn = &x + &d * step;
             let (fn_, gn) = f(&xn);
             evals += 1;
-            if fn_ <= fx + 1e-4 * step * slope && fn_.is_finite() {
+            // Armijo, or — once decreases drown in the rounding of f — the
+            // approximate Wolfe test of Hager & Zhang: f no worse beyond
+            // noise and the slope along d reduced.
+            let armijo = fn_ <= fx + 1e-4 * step * slope;
+            let approx_wolfe =
+                fn_ <= fx + 1e-12 * fx.abs() && gn.dot(&d).abs() <= 0.9 * slope.abs();
+            if fn_.is_finite() && (armijo || approx_wolfe) {
                 accepted = Some((xn, fn_, gn));
                 break;
             }

@@ -196,6 +196,25 @@ impl Network {
         Ok((self.scaled(alpha), alpha))
     }
 
+    /// The same function with every neuron balanced, |v_j| = ‖(w_j, b_j)‖
+    /// (ReLU is positively homogeneous, so (αw, αb, v/α) computes the same
+    /// output); this minimises ‖θ‖² among rescalings, as every KKT point of
+    /// Problem (2) must.
+    pub fn balanced(&self) -> Network {
+        let mut out = self.clone();
+        for j in 0..self.width() {
+            let a = (self.w.row(j).norm_squared() + self.b[j].powi(2)).sqrt();
+            let v = self.v[j].abs();
+            if a > 0.0 && v > 0.0 {
+                let alpha = (v / a).sqrt();
+                out.w.row_mut(j).scale_mut(alpha);
+                out.b[j] *= alpha;
+                out.v[j] /= alpha;
+            }
+        }
+        out
+    }
+
     /// Neurons whose contribution is non-negligible: |v_j|·‖(w_j, b_j)‖ above
     /// `rel` times the largest such product.
     pub fn live_neurons(&self, rel: f64) -> usize {

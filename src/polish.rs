@@ -197,6 +197,7 @@ pub fn polish(
 ) -> Result<(Network, PolishReport)> {
     let t0 = Instant::now();
     let (start, _) = net
+        .balanced()
         .rescaled_to_unit_margin(train)
         .map_err(|e| Error::Numerical(format!("cannot polish: {e}")))?;
     if start.live_neurons(LIVE_REL) == 0 {
@@ -246,6 +247,7 @@ pub fn polish(
         let mut iters = 0;
         let mut prev_viol = f64::INFINITY;
         let mut viol = f64::INFINITY;
+        let floor = GTOL_FLOOR;
         // Inexact inner solves early, exact ones late (the usual AL schedule).
         let mut gtol = 1e-5 * (1.0 + theta.amax());
         for _ in 0..opts.max_outer {
@@ -259,7 +261,7 @@ pub fn polish(
             );
             let inner_done = min.grad_norm <= gtol;
             // Below ~1e-9 the Armijo test drowns in rounding of L itself.
-            gtol = (gtol * 0.1).max(GTOL_FLOOR * (1.0 + theta.amax()));
+            gtol = (gtol * 0.1).max(floor * (1.0 + theta.amax()));
             if std::env::var_os("POLISH_TRACE").is_some() {
                 eprintln!(
                     "  β={beta:.3e} ρ={:.1e} it={} |g|={:.2e} gtol={:.1e} t={:.1}s",
@@ -280,7 +282,7 @@ pub fn polish(
             let new_lambda = (&lag.lambda - &c * lag.rho).map(|v| v.max(0.0));
             let dl = (&new_lambda - &lag.lambda).amax();
             lag.lambda = new_lambda;
-            let floor_reached = gtol <= GTOL_FLOOR * (1.0 + theta.amax()) && inner_done;
+            let floor_reached = gtol <= floor * (1.0 + theta.amax()) && inner_done;
             if floor_reached && viol < 1e-10 && dl < 1e-8 * (1.0 + lag.lambda.amax()) {
                 break;
             }
