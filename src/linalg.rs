@@ -224,8 +224,7 @@ impl ActiveSet {
         if fi.is_empty() {
             return (a * &self.z - b).iter().all(|&v| v <= 0.0);
         }
-        let hff = DMatrix::from_fn(fi.len(), fi.len(), |r, c| h[(fi[r], fi[c])]);
-        let gf = DVector::from_fn(fi.len(), |r, _| g[fi[r]]);
+        let (hff, gf) = restrict(h, g, &fi);
         let (k, rhs) = kkt_system(&hff, &gf, a, b, &fi, &wi);
         let sol = lstsq(&k, &rhs);
         let mut cand = self.z.clone();
@@ -310,8 +309,7 @@ fn solve_subproblem(
     if nf == 0 {
         return (DVector::zeros(0), DVector::zeros(nw));
     }
-    let mut hff = DMatrix::from_fn(nf, nf, |r, c| h[(fi[r], fi[c])]);
-    let gf = DVector::from_fn(nf, |r, _| g[fi[r]]);
+    let (mut hff, gf) = restrict(h, g, fi);
     if nw == 0 {
         if let Some(ch) = hff
             .clone()
@@ -339,6 +337,15 @@ fn solve_subproblem(
         .solve(&rhs)
         .unwrap_or_else(|| lstsq(&k, &rhs));
     (sol.rows(0, nf).into_owned(), sol.rows(nf, nw).into_owned())
+}
+
+/// H and g restricted to the free variables `fi`.
+fn restrict(h: &DMatrix<f64>, g: &DVector<f64>, fi: &[usize]) -> (DMatrix<f64>, DVector<f64>) {
+    let nf = fi.len();
+    (
+        DMatrix::from_fn(nf, nf, |r, c| h[(fi[r], fi[c])]),
+        DVector::from_fn(nf, |r, _| g[fi[r]]),
+    )
 }
 
 /// The KKT matrix [[H_FF, A_WFᵀ], [A_WF, 0]] and right-hand side [g_F; b_W].

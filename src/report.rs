@@ -55,7 +55,7 @@ impl SweepConfig {
             means: MeansKind::Orthogonal,
             distance_points: 8,
             distance_time_limit: 2.0,
-            polish_time_limit: 5.0,
+            polish_time_limit: 15.0,
             train_steps: 2000,
             init_scale: 0.5,
             grid: 41,

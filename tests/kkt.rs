@@ -165,7 +165,6 @@ fn certified_bracket_properties() {
 #[test]
 fn scipy_agrees_on_the_same_g() {
     let Some(py) = python() else {
-        eprintln!("skipped: set KKTCERT_PYTHON to an interpreter with numpy, scipy, safetensors");
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -180,16 +179,7 @@ fn scipy_agrees_on_the_same_g() {
         "--out",
         s(&net),
     ]);
-    let out = std::process::Command::new(py)
-        .args([s(&root().join("scripts/kkt_scipy.py")), s(&net), s(&train)])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let want: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = run_script(&py, "kkt_scipy.py", &[&net, &train]);
     for norm in ["l2", "linf"] {
         let json = tmp.path().join(format!("{norm}.json"));
         ok(&[

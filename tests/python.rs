@@ -9,7 +9,6 @@ use kktcert::data::Dataset;
 #[test]
 fn numpy_round_trip_agrees_to_1e12() {
     let Some(py) = python() else {
-        eprintln!("skipped: set KKTCERT_PYTHON to an interpreter with numpy, scipy, safetensors");
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -25,21 +24,7 @@ fn numpy_round_trip_agrees_to_1e12() {
         "--out",
         s(&net),
     ]);
-    let out = std::process::Command::new(py)
-        .args([
-            s(&root().join("scripts/interop.py")),
-            s(&net),
-            s(&data),
-            s(&back),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = run_script(&py, "interop.py", &[&net, &data, &back]);
     let ds = Dataset::load(&data).unwrap();
     let ours = load_net(&net).unwrap().forward(ds.x());
     let theirs = load_net(&back).unwrap().forward(ds.x());

@@ -49,8 +49,17 @@ pub fn fails_with(args: &[&str], needles: &[&str]) {
     }
 }
 
-/// The interpreter for the Python cross-checks, if configured and usable.
+/// The interpreter for the Python cross-checks, if configured and usable
+/// (a skipped check says so on stderr).
 pub fn python() -> Option<PathBuf> {
+    let found = configured_python();
+    if found.is_none() {
+        eprintln!("skipped: set KKTCERT_PYTHON to an interpreter with numpy, scipy, safetensors");
+    }
+    found
+}
+
+fn configured_python() -> Option<PathBuf> {
     let p = PathBuf::from(std::env::var_os("KKTCERT_PYTHON")?);
     let ok = Command::new(&p)
         .args(["-c", "import numpy, safetensors, scipy"])
@@ -63,4 +72,20 @@ pub fn python() -> Option<PathBuf> {
 /// Path as &str.
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
+}
+
+/// Runs `scripts/NAME` with `py` on path arguments; asserts success and
+/// parses its standard output as JSON.
+pub fn run_script(py: &Path, name: &str, args: &[&Path]) -> serde_json::Value {
+    let out = Command::new(py)
+        .arg(root().join("scripts").join(name))
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
 }
