@@ -34,7 +34,12 @@ pub struct SweepConfig {
     pub means: MeansKind,
     /// Test points given to the exact distance search.
     pub distance_points: usize,
-    pub distance_time_limit: f64,
+    /// Branch-and-bound nodes per point (a work limit, not a time limit, so
+    /// that a seed gives the same report on any machine).
+    pub distance_max_nodes: usize,
+    /// Safety net for the polish, which otherwise stops at its first
+    /// certified stage (deterministic); hitting it is recorded as
+    /// `polish_hit_time_limit` in the row.
     pub polish_time_limit: f64,
     pub train_steps: usize,
     /// GD initialisation scale (0.1 leaves width-k nets with dead neurons on these fixtures).
@@ -54,8 +59,8 @@ impl SweepConfig {
             seeds: vec![seed],
             means: MeansKind::Orthogonal,
             distance_points: 8,
-            distance_time_limit: 2.0,
-            polish_time_limit: 15.0,
+            distance_max_nodes: 1500,
+            polish_time_limit: 60.0,
             train_steps: 2000,
             init_scale: 0.5,
             grid: 41,
@@ -75,8 +80,8 @@ impl SweepConfig {
             n_test: 500,
             seeds: vec![seed, seed + 1, seed + 2],
             distance_points: 10,
-            distance_time_limit: 3.0,
-            polish_time_limit: 15.0,
+            distance_max_nodes: 1500,
+            polish_time_limit: 120.0,
             ..Self::quick(seed)
         }
     }
@@ -121,8 +126,9 @@ pub struct Row {
     pub assumption_ratio: f64,
     pub data_nice: Option<bool>,
     pub edge: String,
+    pub polish_seconds: Option<f64>,
     pub error: Option<String>,
-    #[serde(skip)]
+    /// Per kind of net: flip curve, all distances, exact/bounded counts.
     pub kinds: Vec<(String, KindResult)>,
 }
 
@@ -178,7 +184,8 @@ fn measure(net: &Network, fx: &Fixture, cfg: &SweepConfig) -> Result<KindResult>
         .with_references(&fx.train)
         .with_direction(dir);
     let opts = DistanceOptions {
-        time_limit: Some(cfg.distance_time_limit),
+        max_nodes: cfg.distance_max_nodes,
+        time_limit: None,
         ..Default::default()
     };
     let idx: Vec<usize> = (0..fx.test.n().min(cfg.distance_points)).collect();
@@ -253,6 +260,7 @@ fn cell(
         assumption_ratio: aud.1,
         data_nice: aud.2,
         edge: String::new(),
+        polish_seconds: None,
         error: None,
         kinds: Vec::new(),
     };
@@ -282,6 +290,7 @@ fn fill(row: &mut Row, fx: &Fixture, cfg: &SweepConfig) -> Result<()> {
     row.kinds.push(("GD".into(), g));
     let popts = PolishOptions {
         time_limit: Some(cfg.polish_time_limit),
+        stop_when_certified: true,
         ..Default::default()
     };
     match polish(&gd, &fx.train, Some(&fx.test), &popts, |_| {}) {
@@ -289,6 +298,7 @@ fn fill(row: &mut Row, fx: &Fixture, cfg: &SweepConfig) -> Result<()> {
             row.kkt_relative_upper = Some(rep.certificate.relative_upper);
             row.kkt_relative_complementarity = Some(rep.certificate.relative_complementarity);
             row.kkt_verdict = Some(format!("{:?}", rep.certificate.verdict));
+            row.polish_seconds = Some(rep.seconds);
             let p = measure(&pol, fx, cfg)?;
             row.kkt_universal_median = p.universal_median;
             row.kkt_distance_median = p.distance_median;
@@ -395,9 +405,9 @@ fn sci(v: Option<f64>) -> String {
 pub fn markdown(rep: &Report) -> String {
     let mut s = String::from("# kktcert reproduce\n\n");
     s.push_str(&format!(
-        "σ = {}, n = {}·k, widths = {:?}·k, seeds = {:?}, {} exact distances per net (time limit {} s each), polish budget {} s. Run time {:.0} s.\n\n",
+        "σ = {}, n = {}·k, widths = {:?}·k, seeds = {:?}, {} exact distances per net (at most {} branch-and-bound nodes each; `bounded` results count with their upper end), polish stops at its first certified stage (safety limit {} s). Run time {:.0} s.\n\n",
         rep.config.sigma, rep.config.n_per_cluster, rep.config.width_factors, rep.config.seeds, rep.config.distance_points,
-        rep.config.distance_time_limit, rep.config.polish_time_limit, rep.seconds
+        rep.config.distance_max_nodes, rep.config.polish_time_limit, rep.seconds
     ));
     s.push_str("Medians are raw Euclidean lengths; `univ` is the exact critical ‖z‖ along Σ y_q μ_q, `dist` the certified minimal ℓ2 flip distance (upper end of the bracket). Assumption 2.2(3) ratio > 1 means the assumption fails.\n\n");
     s.push_str("| k | d | width | seed | test err | KKT ε_rel (δ_rel) | GD univ | GD dist | KKT univ | KKT dist | robust univ | robust dist | √(d/k) | √d/2 | A2.2 ratio | P1–P6 | edge observed |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");

@@ -1,0 +1,65 @@
+//! The `reproduce` pipeline on a miniature sweep: deterministic for a seed,
+//! every file written, the robust net at its predicted scale.
+
+use kktcert::report::{run, write, SweepConfig};
+
+fn mini() -> SweepConfig {
+    SweepConfig {
+        sizes: vec![(4, 36)],
+        n_test: 60,
+        width_factors: vec![2],
+        distance_points: 3,
+        distance_max_nodes: 300,
+        polish_time_limit: 60.0,
+        ..SweepConfig::quick(3)
+    }
+}
+
+/// The report as JSON without wall-clock fields.
+fn numbers(rep: &kktcert::report::Report) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.retain(|k, _| !k.contains("seconds"));
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut v = serde_json::to_value(rep).unwrap();
+    strip(&mut v);
+    v
+}
+
+#[test]
+fn mini_sweep_is_deterministic_and_complete() {
+    let cfg = mini();
+    let a = run(&cfg, |_| {}).unwrap();
+    let b = run(&cfg, |_| {}).unwrap();
+    assert_eq!(numbers(&a), numbers(&b));
+    let row = &a.rows[0];
+    assert!(row.error.is_none(), "{:?}", row.error);
+    assert_eq!(row.test_error, Some(0.0));
+    // Robust net: universal radius of order √d (≥ √d/2 on these clusters).
+    let robust = row.robust_universal_median.unwrap();
+    assert!(
+        robust >= row.sqrt_d / 2.0,
+        "robust {robust} vs √d/2 = {}",
+        row.sqrt_d / 2.0
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    write(&a, tmp.path()).unwrap();
+    for f in [
+        "report.md",
+        "report.json",
+        "figures/flip_rate.svg",
+        "figures/critical_vs_scale.svg",
+        "figures/distance_hist.svg",
+    ] {
+        let meta = std::fs::metadata(tmp.path().join(f));
+        assert!(meta.is_ok_and(|m| m.len() > 100), "{f} missing or empty");
+    }
+    let md = std::fs::read_to_string(tmp.path().join("report.md")).unwrap();
+    assert!(md.contains("| 4 | 36 | 8 | 3 |"), "{md}");
+}
