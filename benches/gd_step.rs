@@ -21,7 +21,7 @@ fn main() {
         let reps = 200;
         for _ in 0..reps {
             let lg = loss_and_grad(&net, &data, Loss::Logistic);
-            net = step(&net, &lg.grad, 1e-3).expect("finite");
+            step(&mut net, &lg.grad, 1e-3).expect("finite");
         }
         times.push(t0.elapsed().as_secs_f64() / reps as f64);
     }

@@ -9,40 +9,6 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use nalgebra::{DMatrix, DVector};
 
-/// Multiply–adds above which the two big products of a forward/backward
-/// pass are split across two rayon tasks (matrixmultiply is single-threaded).
-const PARALLEL_WORK: usize = 1 << 21;
-
-/// A·Bᵀ for A [n,k] and B [m,k], by halves of A's rows in parallel when large.
-fn mul_transposed(a: &DMatrix<f64>, b: &DMatrix<f64>) -> DMatrix<f64> {
-    let n = a.nrows();
-    let bt = b.transpose();
-    if n < 2 || n * a.ncols() * b.nrows() < PARALLEL_WORK {
-        return a * bt;
-    }
-    let h = n / 2;
-    let (top, bottom) = rayon::join(|| a.rows(0, h) * &bt, || a.rows(h, n - h) * &bt);
-    let mut out = DMatrix::zeros(n, b.nrows());
-    out.rows_mut(0, h).copy_from(&top);
-    out.rows_mut(h, n - h).copy_from(&bottom);
-    out
-}
-
-/// Aᵀ·B for A [n,m] and B [n,d], as the sum over two halves of the rows in
-/// parallel when large.
-fn transposed_mul(a: &DMatrix<f64>, b: &DMatrix<f64>) -> DMatrix<f64> {
-    let n = a.nrows();
-    if n < 2 || n * a.ncols() * b.ncols() < PARALLEL_WORK {
-        return a.tr_mul(b);
-    }
-    let h = n / 2;
-    let (p, q) = rayon::join(
-        || a.rows(0, h).tr_mul(&b.rows(0, h)),
-        || a.rows(h, n - h).tr_mul(&b.rows(h, n - h)),
-    );
-    p + q
-}
-
 /// ReLU.
 #[inline]
 pub fn relu(u: f64) -> f64 {
@@ -159,7 +125,7 @@ impl Network {
 
     /// Pre-activations U = X Wᵀ + 1 bᵀ, shape [n, m].
     pub fn preactivations(&self, x: &DMatrix<f64>) -> DMatrix<f64> {
-        let mut u = mul_transposed(x, &self.w);
+        let mut u = x * self.w.transpose();
         for (j, mut col) in u.column_iter_mut().enumerate() {
             col.add_scalar_mut(self.b[j]);
         }
@@ -206,6 +172,28 @@ impl Network {
             g[m * d + m + j] = relu(u[j]);
         }
         g
+    }
+
+    /// θ ← θ + α·g in place; an error (and a net to discard) if any entry
+    /// becomes non-finite, so a `Network` still never holds NaN for long.
+    pub fn add_scaled(&mut self, alpha: f64, g: &Network) -> Result<()> {
+        if g.w.shape() != self.w.shape() {
+            return Err(Error::Mismatch("gradient and network shapes differ".into()));
+        }
+        self.w.zip_apply(&g.w, |t, d| *t += alpha * d);
+        self.b.zip_apply(&g.b, |t, d| *t += alpha * d);
+        self.v.zip_apply(&g.v, |t, d| *t += alpha * d);
+        let finite = self
+            .w
+            .iter()
+            .chain(self.b.iter())
+            .chain(self.v.iter())
+            .all(|x| x.is_finite());
+        if finite {
+            Ok(())
+        } else {
+            Err(Error::Numerical("non-finite parameters".into()))
+        }
     }
 
     /// α·θ (outputs scale by α², by 2-homogeneity).
@@ -315,7 +303,9 @@ impl Network {
             col.component_mul_assign(coef);
             col *= self.v[j];
         }
-        let gw = transposed_mul(&m, x);
+        // Explicit transpose, then matrixmultiply's gemm: nalgebra's `tr_mul` is a
+        // dot-product loop, several times slower here.
+        let gw = m.transpose() * x;
         let gb = DVector::from_iterator(self.width(), m.column_iter().map(|c| c.sum()));
         Network {
             w: gw,

@@ -142,14 +142,10 @@ pub fn loss_and_grad(net: &Network, data: &Dataset, loss: Loss) -> LossGrad {
     }
 }
 
-/// θ − η·g.
-pub fn step(net: &Network, grad: &Network, eta: f64) -> Result<Network> {
-    Network::new(
-        net.w() - grad.w() * eta,
-        net.b() - grad.b() * eta,
-        net.v() - grad.v() * eta,
-    )
-    .map_err(|_| {
+/// θ ← θ − η·g, in place (no allocation: a GD step is memory-bound at
+/// these sizes); fails, leaving θ unusable, if the step leaves the finite range.
+pub fn step(net: &mut Network, grad: &Network, eta: f64) -> Result<()> {
+    net.add_scaled(-eta, grad).map_err(|_| {
         Error::Numerical(format!(
             "gradient step diverged (η = {eta:.3e}); lower --lr"
         ))
@@ -213,7 +209,7 @@ pub fn train(
         } else {
             cfg.lr
         };
-        net = step(&net, &lg.grad, eta)?;
+        step(&mut net, &lg.grad, eta)?;
         t += 1;
     }
     Ok(Trained { net, steps: t, log })
