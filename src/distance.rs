@@ -29,7 +29,7 @@
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::linalg::qp_nonneg;
+use crate::linalg::{qp_nonneg_with, Finish};
 use crate::net::{relu, Network};
 use nalgebra::{DMatrix, DVector};
 use serde::Serialize;
@@ -167,7 +167,7 @@ impl Search<'_> {
     /// every row tightened by the distance `tighten` (0 for the bound; a
     /// tiny positive value to get a strictly flipped witness at a leaf whose
     /// optimum sits exactly on the boundary).
-    fn solve(&self, assign: &Assign, r: f64, tighten: f64) -> NodeSol {
+    fn solve(&self, assign: &Assign, r: f64, tighten: f64, finish: Finish) -> NodeSol {
         let m = self.roles.len();
         let eff = self.effective(assign, r);
         // Output row: coefficients γ over neurons (g = Wᵀγ) and constant h0.
@@ -241,7 +241,7 @@ impl Search<'_> {
             am[(a, a + 1)] = 1.0;
             am[(a, 0)] = -1.0;
         }
-        let sol = qp_nonneg(&hm, &rv, &am, &DVector::zeros(help.len()));
+        let sol = qp_nonneg_with(&hm, &rv, &am, &DVector::zeros(help.len()), finish);
         let mut z = sol.z;
         for a in 1..=help.len() {
             z[a] = z[a].min(z[0]);
@@ -432,7 +432,7 @@ impl<'a> DistanceSolver<'a> {
             let assign: Assign = (0..u.len())
                 .map(|j| (s.roles[j] == Role::Hurt).then_some(u[j] > 0.0))
                 .collect();
-            let sol = s.solve(&assign, best.0, 0.0);
+            let sol = s.solve(&assign, best.0, 0.0, Finish::Exact);
             match s.verify(&sol.delta) {
                 Some(c) if c.0 < best.0 * (1.0 - 1e-13) => best = c,
                 _ => break,
@@ -524,7 +524,12 @@ impl<'a> DistanceSolver<'a> {
                 break;
             }
             res.nodes += 1;
-            let sol = s.solve(&e.assign, best.0, 0.0);
+            // Internal nodes need only a valid bound; a node whose
+            // relaxation is exact is re-solved accurately for its witness.
+            let mut sol = s.solve(&e.assign, best.0, 0.0, Finish::Fast);
+            if sol.branch.is_none() {
+                sol = s.solve(&e.assign, best.0, 0.0, Finish::Exact);
+            }
             let lb = sol.lb.max(e.lb);
             if lb >= best.0 - tol {
                 lower = lower.min(lb);
@@ -537,7 +542,10 @@ impl<'a> DistanceSolver<'a> {
                     if candidate.as_ref().is_some_and(|c| c.0 <= lb + tol / 2.0) {
                         break;
                     }
-                    let tight = s.verify(&s.solve(&e.assign, best.0, rel * lb.max(1e-300)).delta);
+                    let tight = s.verify(
+                        &s.solve(&e.assign, best.0, rel * lb.max(1e-300), Finish::Exact)
+                            .delta,
+                    );
                     if tight
                         .as_ref()
                         .is_some_and(|t| candidate.as_ref().is_none_or(|c| t.0 < c.0))

@@ -53,12 +53,34 @@ const DEGENERACY_SHIFT: f64 = 1e-12;
 /// Relative tolerance on multipliers and feasibility inside the active set.
 const TOL: f64 = 1e-13;
 
+/// How hard [`qp_nonneg_with`] works on the end game.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// Re-solve the final working set on the exact rows by SVD and continue
+    /// (rounding-level accuracy; an O(N³) SVD).
+    Exact,
+    /// Stop after phase 1: a feasible, near-optimal z — enough wherever any
+    /// dual-feasible point gives a valid bound, as inside a branch-and-bound.
+    Fast,
+}
+
 /// Solves min ½zᵀHz − gᵀz s.t. z ≥ 0, Az ≤ b with b ≥ 0 (so z = 0 is feasible).
 pub fn qp_nonneg(
     h: &DMatrix<f64>,
     g: &DVector<f64>,
     a: &DMatrix<f64>,
     b: &DVector<f64>,
+) -> QpSolution {
+    qp_nonneg_with(h, g, a, b, Finish::Exact)
+}
+
+/// [`qp_nonneg`] with a choice of end game.
+pub fn qp_nonneg_with(
+    h: &DMatrix<f64>,
+    g: &DVector<f64>,
+    a: &DMatrix<f64>,
+    b: &DVector<f64>,
+    finish: Finish,
 ) -> QpSolution {
     let nv = h.nrows();
     let nr = a.nrows();
@@ -82,7 +104,7 @@ pub fn qp_nonneg(
     // Phase 2: from the phase-1 working set re-solved on the exact rows,
     // continue on the exact rows (the start is feasible; a degenerate cycle
     // is now unlikely, and the barring safeguard still holds).
-    if converged && st.refine(h, g, a, b) {
+    if finish == Finish::Exact && converged && st.refine(h, g, a, b) {
         let (more, ok) = st.run(h, g, a, b, ridge, gscale, max_iter);
         iterations += more;
         converged = ok;
