@@ -9,6 +9,57 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use nalgebra::{DMatrix, DVector};
 
+/// op(A)·op(B), op = transpose when the flag is set, through matrixmultiply's
+/// strided dgemm: the transposes are stride swaps, not copies (nalgebra
+/// would copy, and its `tr_mul` is a dot-product loop).
+fn product(a: &DMatrix<f64>, ta: bool, b: &DMatrix<f64>, tb: bool) -> DMatrix<f64> {
+    let (m, k) = if ta {
+        (a.ncols(), a.nrows())
+    } else {
+        (a.nrows(), a.ncols())
+    };
+    let (kb, n) = if tb {
+        (b.ncols(), b.nrows())
+    } else {
+        (b.nrows(), b.ncols())
+    };
+    assert_eq!(k, kb, "inner dimensions agree");
+    let mut out = DMatrix::zeros(m, n);
+    // Column-major: (i, j) at i + j·nrows, so (row, column) strides are
+    // (1, nrows), swapped for the transpose.
+    let strides = |x: &DMatrix<f64>, t: bool| {
+        let r = x.nrows() as isize;
+        if t {
+            (r, 1)
+        } else {
+            (1, r)
+        }
+    };
+    let (rsa, csa) = strides(a, ta);
+    let (rsb, csb) = strides(b, tb);
+    // SAFETY: the pointers address live matrices whose extents match the
+    // dimensions and strides given; `out` aliases neither input.
+    unsafe {
+        matrixmultiply::dgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa,
+            csa,
+            b.as_ptr(),
+            rsb,
+            csb,
+            0.0,
+            out.as_mut_ptr(),
+            1,
+            m as isize,
+        );
+    }
+    out
+}
+
 /// ReLU.
 #[inline]
 pub fn relu(u: f64) -> f64 {
@@ -125,7 +176,7 @@ impl Network {
 
     /// Pre-activations U = X Wᵀ + 1 bᵀ, shape [n, m].
     pub fn preactivations(&self, x: &DMatrix<f64>) -> DMatrix<f64> {
-        let mut u = x * self.w.transpose();
+        let mut u = product(x, false, &self.w, true);
         for (j, mut col) in u.column_iter_mut().enumerate() {
             col.add_scalar_mut(self.b[j]);
         }
@@ -303,9 +354,7 @@ impl Network {
             col.component_mul_assign(coef);
             col *= self.v[j];
         }
-        // Explicit transpose, then matrixmultiply's gemm: nalgebra's `tr_mul` is a
-        // dot-product loop, several times slower here.
-        let gw = m.transpose() * x;
+        let gw = product(&m, true, x, false);
         let gb = DVector::from_iterator(self.width(), m.column_iter().map(|c| c.sum()));
         Network {
             w: gw,
