@@ -231,15 +231,21 @@ impl Network {
         if g.w.shape() != self.w.shape() {
             return Err(Error::Mismatch("gradient and network shapes differ".into()));
         }
-        self.w.zip_apply(&g.w, |t, d| *t += alpha * d);
-        self.b.zip_apply(&g.b, |t, d| *t += alpha * d);
-        self.v.zip_apply(&g.v, |t, d| *t += alpha * d);
-        let finite = self
-            .w
-            .iter()
-            .chain(self.b.iter())
-            .chain(self.v.iter())
-            .all(|x| x.is_finite());
+        // One pass per block over plain slices (vectorised); Σ x·0 is NaN
+        // exactly when some x is ±∞ or NaN, which checks finiteness without
+        // a branch per entry.
+        let mut poison = 0.0;
+        for (t, d) in [
+            (self.w.as_mut_slice(), g.w.as_slice()),
+            (self.b.as_mut_slice(), g.b.as_slice()),
+            (self.v.as_mut_slice(), g.v.as_slice()),
+        ] {
+            for (x, dx) in t.iter_mut().zip(d) {
+                *x += alpha * dx;
+                poison += *x * 0.0;
+            }
+        }
+        let finite = poison == 0.0;
         if finite {
             Ok(())
         } else {
