@@ -255,6 +255,10 @@ struct TrainArgs {
     /// Log every this many steps.
     #[arg(long, default_value_t = TrainConfig::default().log_every)]
     log_every: usize,
+    /// Then polish the trained net into a certified KKT point (default
+    /// options, stopping at the first certified stage) and save that instead.
+    #[arg(long)]
+    polish: bool,
 }
 
 #[derive(clap::Args)]
@@ -425,7 +429,40 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
     );
     meta.insert("steps".into(), trained.steps.to_string());
     meta.insert("final_loss".into(), format!("{:e}", last.loss));
-    Checkpoint::new(trained.net, meta).save(&a.out)?;
+    let net = if a.polish {
+        let opts = PolishOptions {
+            stop_when_certified: true,
+            ..Default::default()
+        };
+        let (net, rep) = polish(&trained.net, &data, None, &opts, |st| {
+            eprintln!(
+                "polish β={:.3e}: ε_rel ∈ [{:.3e}, {:.3e}], δ_rel {:.3e} → {:?}",
+                st.beta,
+                st.relative_lower,
+                st.relative_upper,
+                st.relative_complementarity,
+                st.verdict
+            )
+        })?;
+        let c = &rep.certificate;
+        meta.insert(
+            "kkt_relative_upper".into(),
+            format!("{:e}", c.relative_upper),
+        );
+        meta.insert(
+            "kkt_relative_complementarity".into(),
+            format!("{:e}", c.relative_complementarity),
+        );
+        meta.insert("kkt_verdict".into(), format!("{:?}", c.verdict));
+        println!(
+            "polished: ε_rel ∈ [{:.3e}, {:.3e}], δ_rel {:.3e} → {:?}",
+            c.relative_lower, c.relative_upper, c.relative_complementarity, c.verdict
+        );
+        net
+    } else {
+        trained.net
+    };
+    Checkpoint::new(net, meta).save(&a.out)?;
     if let Some(path) = &a.log {
         write_atomic(path, log_csv(&trained.log).as_bytes())?;
     }

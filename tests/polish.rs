@@ -66,3 +66,25 @@ fn a_net_that_misclassifies_cannot_be_polished() {
     let err = polish(&net, &data, None, &PolishOptions::default(), |_| {}).unwrap_err();
     assert!(err.to_string().contains("cannot polish"), "{err}");
 }
+
+#[test]
+fn train_with_polish_saves_a_certified_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("net.safetensors");
+    let train = fixture("tiny").join("train.safetensors");
+    let text = ok(&[
+        "train",
+        "--data",
+        s(&train),
+        "--width",
+        "8",
+        "--polish",
+        "--out",
+        s(&out),
+    ]);
+    assert!(text.contains("→ Kkt"), "{text}");
+    let ck = kktcert::checkpoint::Checkpoint::load(&out).unwrap();
+    assert_eq!(ck.metadata["kkt_verdict"], "Kkt");
+    let rel: f64 = ck.metadata["kkt_relative_upper"].parse().unwrap();
+    assert!(rel <= 1e-4, "{rel}");
+}
