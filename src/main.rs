@@ -445,15 +445,7 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
             )
         })?;
         let c = &rep.certificate;
-        meta.insert(
-            "kkt_relative_upper".into(),
-            format!("{:e}", c.relative_upper),
-        );
-        meta.insert(
-            "kkt_relative_complementarity".into(),
-            format!("{:e}", c.relative_complementarity),
-        );
-        meta.insert("kkt_verdict".into(), format!("{:?}", c.verdict));
+        record_certificate(&mut meta, c);
         println!(
             "polished: ε_rel ∈ [{:.3e}, {:.3e}], δ_rel {:.3e} → {:?}",
             c.relative_lower, c.relative_upper, c.relative_complementarity, c.verdict
@@ -813,15 +805,7 @@ fn polish_cmd(a: PolishArgs) -> Result<()> {
     let mut meta = ck.metadata.clone();
     meta.insert("producer".into(), "kktcert polish".into());
     meta.insert("polished_from".into(), a.net.display().to_string());
-    meta.insert(
-        "kkt_relative_upper".into(),
-        format!("{:e}", c.relative_upper),
-    );
-    meta.insert(
-        "kkt_relative_complementarity".into(),
-        format!("{:e}", c.relative_complementarity),
-    );
-    meta.insert("kkt_verdict".into(), format!("{:?}", c.verdict));
+    record_certificate(&mut meta, c);
     Checkpoint::new(net, meta).save(&a.out)?;
     if let Some(path) = &a.json {
         write_json(path, &rep)?;
@@ -866,4 +850,17 @@ fn reproduce_cmd(a: ReproduceArgs, quiet: bool) -> Result<()> {
         out.display()
     );
     Ok(())
+}
+
+/// Stores a polished net's certified numbers in its checkpoint metadata.
+fn record_certificate(meta: &mut BTreeMap<String, String>, c: &Certificate) {
+    meta.insert(
+        "kkt_relative_upper".into(),
+        format!("{:e}", c.relative_upper),
+    );
+    meta.insert(
+        "kkt_relative_complementarity".into(),
+        format!("{:e}", c.relative_complementarity),
+    );
+    meta.insert("kkt_verdict".into(), format!("{:?}", c.verdict));
 }
