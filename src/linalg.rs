@@ -410,16 +410,9 @@ fn lstsq(m: &DMatrix<f64>, r: &DVector<f64>) -> DVector<f64> {
         .unwrap_or_else(|_| DVector::zeros(m.ncols()))
 }
 
-/// Non-negative least squares on the normal equations:
-/// min ‖f − E z‖ over z ≥ 0 given H = EᵀE and g = Eᵀf.
-pub fn nnls_gram(h: &DMatrix<f64>, g: &DVector<f64>) -> QpSolution {
-    let none = DMatrix::zeros(0, h.nrows());
-    qp_nonneg(h, g, &none, &DVector::zeros(0))
-}
-
 /// Lawson–Hanson NNLS on the matrix itself: min ‖E u − f‖ over u ≥ 0.
 ///
-/// Unlike [`nnls_gram`] this never forms EᵀE, so it keeps the accuracy of E
+/// Unlike [`qp_nonneg`] on the normal equations, this never forms EᵀE, so it keeps the accuracy of E
 /// when columns are (nearly) dependent — duplicated or opposite constraints
 /// in a least-distance program. The passive least-squares problems are
 /// solved by SVD; a column whose entry comes out non-positive right after it
@@ -527,7 +520,7 @@ mod tests {
         // E = I, f = (1, -2) → z = (1, 0).
         let h = DMatrix::identity(2, 2);
         let g = DVector::from_vec(vec![1.0, -2.0]);
-        let s = nnls_gram(&h, &g);
+        let s = qp_nonneg(&h, &g, &DMatrix::zeros(0, 2), &DVector::zeros(0));
         assert!((s.z[0] - 1.0).abs() < 1e-14 && s.z[1] == 0.0);
     }
 

@@ -43,11 +43,6 @@ impl TensorFile {
         })
     }
 
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn parsed(&self) -> SafeTensors<'_> {
         SafeTensors::deserialize(&self.bytes).expect("validated in open")
     }
