@@ -11,7 +11,7 @@ use crate::data::{Dataset, Means};
 use crate::error::{Error, Result};
 use crate::net::{median_sorted, Network};
 use nalgebra::DVector;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The unit universal direction of `means`.
 pub fn universal_direction(means: &Means) -> Result<DVector<f64>> {
@@ -62,7 +62,7 @@ pub fn critical_radius(net: &Network, x: &DVector<f64>, y: f64, dir: &DVector<f6
 }
 
 /// Per-point result of the universal attack.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AttackPoint {
     pub index: usize,
     pub label: f64,
@@ -71,7 +71,7 @@ pub struct AttackPoint {
 }
 
 /// The universal attack on one network over a test set.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AttackReport {
     pub d: usize,
     pub k: usize,
@@ -79,8 +79,10 @@ pub struct AttackReport {
     pub scale_sqrt_d_over_k: f64,
     pub scale_sqrt_d: f64,
     pub points: Vec<AttackPoint>,
-    /// Radii of the flip-rate curve and the fraction flipped at each.
+    /// Radii of the flip-rate curve, the number of points flipped at each
+    /// (by a fresh forward pass) and that number as a fraction.
     pub grid: Vec<f64>,
+    pub flipped: Vec<usize>,
     pub flip_rate: Vec<f64>,
     /// Median r* over points (null when at most half the points ever flip).
     pub median: Option<f64>,
@@ -89,8 +91,9 @@ pub struct AttackReport {
     pub never_flipped: usize,
 }
 
-/// Runs the attack along `dir` on every point of `data`; the flip-rate curve
-/// is evaluated by fresh forward passes on `grid_points` radii up to `max_radius`.
+/// Runs the attack along Σ y_q μ_q on every point of `data`; the flip-rate
+/// curve is evaluated by fresh forward passes on `grid_points` radii up to
+/// `max_radius`.
 pub fn attack(
     net: &Network,
     data: &Dataset,
@@ -98,56 +101,113 @@ pub fn attack(
     grid_points: usize,
     max_radius: Option<f64>,
 ) -> Result<AttackReport> {
+    let all: Vec<usize> = (0..data.n()).collect();
+    attack_points(net, data, means, grid_points, max_radius, &all)
+}
+
+/// [`attack`] on the points `indices` of `data` only (a shard); reports of
+/// disjoint index sets combine with [`AttackReport::merge`].
+pub fn attack_points(
+    net: &Network,
+    data: &Dataset,
+    means: &Means,
+    grid_points: usize,
+    max_radius: Option<f64>,
+    indices: &[usize],
+) -> Result<AttackReport> {
     net.check_dim(data)?;
     let dir = universal_direction(means)?;
-    let (d, k) = (means.d(), means.k());
-    let points: Vec<AttackPoint> = (0..data.n())
-        .map(|i| AttackPoint {
+    let d = means.d();
+    let points: Vec<AttackPoint> = indices
+        .iter()
+        .map(|&i| AttackPoint {
             index: i,
             label: data.y()[i],
             critical_radius: critical_radius(net, &data.point(i), data.y()[i], &dir),
         })
         .collect();
-    // Points that never flip count as +∞ in the median.
-    let mut radii: Vec<f64> = points
-        .iter()
-        .map(|p| p.critical_radius.unwrap_or(f64::INFINITY))
-        .collect();
-    radii.sort_by(f64::total_cmp);
-    let median = Some(median_sorted(&radii)).filter(|m| m.is_finite());
     let top = max_radius
         .unwrap_or(2.0 * (d as f64).sqrt())
         .max(f64::MIN_POSITIVE);
     let grid: Vec<f64> = (0..grid_points.max(2))
         .map(|t| top * t as f64 / (grid_points.max(2) - 1) as f64)
         .collect();
-    let flip_rate = grid
+    let flipped = grid
         .iter()
         .map(|&r| {
-            let flipped = (0..data.n())
-                .filter(|&i| {
+            indices
+                .iter()
+                .filter(|&&i| {
                     let y = data.y()[i];
                     y * net.output(&(data.point(i) - &dir * (y * r))) <= 0.0
                 })
-                .count();
-            flipped as f64 / data.n() as f64
+                .count()
         })
         .collect();
-    let (s1, s2) = (((d as f64) / k as f64).sqrt(), (d as f64).sqrt());
-    Ok(AttackReport {
-        d,
-        k,
-        scale_sqrt_d_over_k: s1,
-        scale_sqrt_d: s2,
-        never_flipped: points
+    Ok(AttackReport::assemble(d, means.k(), points, grid, flipped))
+}
+
+impl AttackReport {
+    /// The report of `points` with per-radius flip counts `flipped`.
+    fn assemble(
+        d: usize,
+        k: usize,
+        points: Vec<AttackPoint>,
+        grid: Vec<f64>,
+        flipped: Vec<usize>,
+    ) -> Self {
+        // Points that never flip count as +∞ in the median.
+        let mut radii: Vec<f64> = points
             .iter()
-            .filter(|p| p.critical_radius.is_none())
-            .count(),
-        points,
-        grid,
-        flip_rate,
-        median,
-        median_over_sqrt_d_over_k: median.map(|m| m / s1),
-        median_over_sqrt_d: median.map(|m| m / s2),
-    })
+            .map(|p| p.critical_radius.unwrap_or(f64::INFINITY))
+            .collect();
+        radii.sort_by(f64::total_cmp);
+        let median = (!radii.is_empty())
+            .then(|| median_sorted(&radii))
+            .filter(|m| m.is_finite());
+        let n = points.len().max(1) as f64;
+        let (s1, s2) = (((d as f64) / k as f64).sqrt(), (d as f64).sqrt());
+        Self {
+            d,
+            k,
+            scale_sqrt_d_over_k: s1,
+            scale_sqrt_d: s2,
+            never_flipped: points
+                .iter()
+                .filter(|p| p.critical_radius.is_none())
+                .count(),
+            points,
+            flip_rate: flipped.iter().map(|&c| c as f64 / n).collect(),
+            flipped,
+            grid,
+            median,
+            median_over_sqrt_d_over_k: median.map(|m| m / s1),
+            median_over_sqrt_d: median.map(|m| m / s2),
+        }
+    }
+
+    /// Combines reports on disjoint point sets (shards) of one attack into
+    /// the report of their union, points in index order.
+    pub fn merge(parts: Vec<AttackReport>) -> Result<Self> {
+        let first = parts
+            .first()
+            .ok_or_else(|| Error::param("shards", "no attack reports to merge"))?;
+        let (d, k, grid) = (first.d, first.k, first.grid.clone());
+        let mut flipped = vec![0; grid.len()];
+        let mut points = Vec::new();
+        for p in parts {
+            if p.d != d || p.k != k || p.grid != grid {
+                return Err(Error::Mismatch(
+                    "attack reports with different d, k or radius grid".into(),
+                ));
+            }
+            flipped
+                .iter_mut()
+                .zip(&p.flipped)
+                .for_each(|(a, b)| *a += b);
+            points.extend(p.points);
+        }
+        points.sort_by_key(|p| p.index);
+        Ok(Self::assemble(d, k, points, grid, flipped))
+    }
 }

@@ -1,12 +1,22 @@
-//! Checkpoints: safetensors files with tensors `W` [m,d], `b` [m], `v` [m]
-//! (F32 or F64 on input, F64 on output) and string metadata.
+//! Checkpoints: the networks users hand to kktcert, from any of the files
+//! that hold them, and kktcert's own format.
 //!
-//! Any program that writes those three names can hand a network to kktcert
-//! (see `scripts/interop.py`). The metadata key `format` is set to
-//! [`CHECKPOINT_FORMAT`] on save; on load it is informative only, so that
-//! checkpoints from PyTorch or NumPy without it still load.
+//! kktcert writes safetensors with `W` [m,d], `b` [m], `v` [m] (F64) and
+//! string metadata (the key `format` is [`CHECKPOINT_FORMAT`]; informative on
+//! load). It reads
+//! * that layout, from any program (NumPy, PyTorch after renaming);
+//! * a PyTorch state dict with exactly two linear layers, recognised by
+//!   shape and order ([`crate::layout`]), or named explicitly with
+//!   [`TensorNames`] (`--tensors W=…,b=…,v=…[,c=…]`);
+//! * an ONNX graph of a two-layer ReLU MLP ([`crate::onnx`]);
+//!
+//! in F16, BF16, F32 or F64. A second layer with a bias gives an output bias
+//! c: [`Checkpoint::function`] is N(x) + c exactly, while Problem (2) — and so
+//! every KKT routine — is about homogeneous nets, which
+//! [`Checkpoint::homogeneous`] enforces.
 
 use crate::error::{Error, Result};
+use crate::layout::recognise;
 use crate::net::Network;
 use crate::tensors::{write_tensors, Dim, OwnedTensor, TensorFile};
 use nalgebra::{DMatrix, DVector};
@@ -16,60 +26,200 @@ use std::path::Path;
 /// Format tag stored under the metadata key `format`.
 pub const CHECKPOINT_FORMAT: &str = "kktcert/two-layer-relu/v1";
 
-/// A network together with its provenance metadata.
+/// Which tensors of a safetensors file hold W, b, v and the optional output
+/// bias c. `b` may be absent (a first layer without bias: b = 0).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorNames {
+    pub w: String,
+    pub b: Option<String>,
+    pub v: String,
+    pub c: Option<String>,
+}
+
+impl TensorNames {
+    /// kktcert's own names.
+    pub fn native() -> Self {
+        Self {
+            w: "W".into(),
+            b: Some("b".into()),
+            v: "v".into(),
+            c: None,
+        }
+    }
+
+    /// Parses `W=NAME,b=NAME,v=NAME[,c=NAME]`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let mut map = BTreeMap::new();
+        for part in s.split(',') {
+            let (k, v) = part.split_once('=').ok_or_else(|| {
+                Error::param(
+                    "tensors",
+                    format!("`{part}` in `{s}`, expected KEY=NAME with KEY one of W, b, v, c"),
+                )
+            })?;
+            if !["W", "b", "v", "c"].contains(&k.trim()) {
+                return Err(Error::param(
+                    "tensors",
+                    format!("unknown key `{k}` in `{s}`, expected W, b, v or c"),
+                ));
+            }
+            map.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        let need = |k: &str| {
+            map.get(k).cloned().ok_or_else(|| {
+                Error::param(
+                    "tensors",
+                    format!("`{s}` does not name `{k}` (W and v are required)"),
+                )
+            })
+        };
+        Ok(Self {
+            w: need("W")?,
+            v: need("v")?,
+            b: map.get("b").cloned(),
+            c: map.get("c").cloned(),
+        })
+    }
+}
+
+/// How to read a checkpoint.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Explicit tensor names (default: recognise the layout).
+    pub tensors: Option<TensorNames>,
+}
+
+/// A network together with its output bias and provenance metadata.
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
     pub net: Network,
+    /// c in N(x) + c (0 for kktcert's own nets).
+    pub output_bias: f64,
     pub metadata: BTreeMap<String, String>,
 }
 
 impl Checkpoint {
-    /// Wraps a network with metadata (the `format` key is added on save).
+    /// Wraps a homogeneous network with metadata (the `format` key is added on save).
     pub fn new(net: Network, metadata: BTreeMap<String, String>) -> Self {
-        Self { net, metadata }
+        Self {
+            net,
+            output_bias: 0.0,
+            metadata,
+        }
     }
 
-    /// Loads and validates a checkpoint.
+    /// Loads and validates a checkpoint, recognising its layout.
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with(path, &LoadOptions::default())
+    }
+
+    /// Loads with explicit options; `.onnx` files go to the ONNX importer.
+    pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        let is_onnx = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+        if is_onnx {
+            if opts.tensors.is_some() {
+                return Err(Error::param(
+                    "tensors",
+                    "applies to safetensors checkpoints, not ONNX graphs",
+                ));
+            }
+            let (net, output_bias) = crate::onnx::load(path)?;
+            let mut metadata = BTreeMap::new();
+            metadata.insert("source".into(), "onnx".into());
+            return Ok(Self {
+                net,
+                output_bias,
+                metadata,
+            });
+        }
         let f = TensorFile::open(path)?;
-        let (w, shape) = f.floats("W", &[Dim::Any, Dim::Any])?;
-        let m = shape[0];
-        let (b, _) = f.floats("b", &[Dim::Is(m)])?;
-        let (v, _) = f.floats("v", &[Dim::Is(m)])?;
-        let net = Network::new(
-            DMatrix::from_row_slice(m, shape[1], &w),
-            DVector::from_vec(b),
-            DVector::from_vec(v),
-        )
-        .map_err(|e| Error::file(path, e.to_string()))?;
+        let names = match &opts.tensors {
+            Some(n) => n.clone(),
+            None => recognise(&f)?,
+        };
+        let (net, output_bias) = read_net(&f, &names)?;
         Ok(Self {
             net,
+            output_bias,
             metadata: f.metadata().into_iter().collect(),
         })
     }
 
-    /// Saves atomically as F64 with metadata.
+    /// The function the file computes, N(x) + c, as a network: a nonzero c
+    /// becomes one constant neuron (w = 0, b = |c|, v = sign c), which
+    /// computes c exactly.
+    pub fn function(&self) -> Network {
+        self.net.with_output_bias(self.output_bias)
+    }
+
+    /// The homogeneous network of Problem (2), or an error explaining why a
+    /// net with an output bias has no place there.
+    pub fn homogeneous(&self, path: &Path, command: &str) -> Result<&Network> {
+        if self.output_bias == 0.0 {
+            return Ok(&self.net);
+        }
+        Err(Error::field(
+            path,
+            "c",
+            format!(
+                "the net has an output bias c = {:e}; `{command}` works with Problem (2), the max-margin problem over homogeneous nets N(x) = Σ v_j ReLU(w_j·x + b_j), where an output bias has no place (its KKT conditions are stated for 2-homogeneous N). eval, distance and attack accept it; train without the second layer's bias (nn.Linear(m, 1, bias=False)) to certify",
+                self.output_bias
+            ),
+        ))
+    }
+
+    /// Saves atomically as F64 with metadata (`c` only when nonzero).
     pub fn save(&self, path: &Path) -> Result<()> {
         let net = &self.net;
         let (m, d) = (net.width(), net.dim());
         let mut meta: HashMap<String, String> = self.metadata.clone().into_iter().collect();
         meta.insert("format".into(), CHECKPOINT_FORMAT.into());
-        write_tensors(
-            path,
-            &[
-                (
-                    "W",
-                    OwnedTensor::f64(vec![m, d], crate::data::row_major(net.w())),
-                ),
-                ("b", OwnedTensor::f64(vec![m], net.b().iter().copied())),
-                ("v", OwnedTensor::f64(vec![m], net.v().iter().copied())),
-            ],
-            meta,
-        )
+        let mut tensors = vec![
+            (
+                "W",
+                OwnedTensor::f64(vec![m, d], crate::data::row_major(net.w())),
+            ),
+            ("b", OwnedTensor::f64(vec![m], net.b().iter().copied())),
+            ("v", OwnedTensor::f64(vec![m], net.v().iter().copied())),
+        ];
+        if self.output_bias != 0.0 {
+            tensors.push(("c", OwnedTensor::f64(vec![1], [self.output_bias])));
+        }
+        write_tensors(path, &tensors, meta)
     }
 }
 
-/// Loads just the network of a checkpoint.
+/// Reads W [m,d], b [m] (or zeros), v [m] or [1,m], c [1] or [] from `f`.
+fn read_net(f: &TensorFile, names: &TensorNames) -> Result<(Network, f64)> {
+    let (w, shape) = f.floats(&names.w, &[Dim::Any, Dim::Any])?;
+    let (m, d) = (shape[0], shape[1]);
+    let b = match &names.b {
+        Some(n) => f.floats(n, &[Dim::Is(m)])?.0,
+        None => vec![0.0; m],
+    };
+    let v = match f.floats(&names.v, &[Dim::Is(m)]) {
+        Ok((v, _)) => v,
+        Err(_) => f.floats(&names.v, &[Dim::Is(1), Dim::Is(m)])?.0,
+    };
+    let c = match &names.c {
+        Some(n) => match f.floats(n, &[Dim::Is(1)]) {
+            Ok((c, _)) => c[0],
+            Err(_) => f.floats(n, &[])?.0[0],
+        },
+        None => 0.0,
+    };
+    let net = Network::new(
+        DMatrix::from_row_slice(m, d, &w),
+        DVector::from_vec(b),
+        DVector::from_vec(v),
+    )
+    .map_err(|e| Error::file(f.path(), e.to_string()))?;
+    Ok((net, c))
+}
+
+/// Loads the network a file computes, N(x) + c (see [`Checkpoint::function`]).
 pub fn load_net(path: &Path) -> Result<Network> {
-    Checkpoint::load(path).map(|c| c.net)
+    Checkpoint::load(path).map(|c| c.function())
 }

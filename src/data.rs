@@ -275,10 +275,7 @@ impl Dataset {
         if x.iter().any(|v| !v.is_finite()) {
             return Err(Error::param("X", "non-finite value"));
         }
-        let labels_ok = y.iter().all(|&v| v == 1.0 || v == -1.0);
-        if !labels_ok {
-            return Err(Error::param("y", "labels must be +1 or -1"));
-        }
+        check_labels(&y).map_err(|msg| Error::param("y", msg))?;
         Ok(Self { x, y, cluster })
     }
 

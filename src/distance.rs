@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::linalg::{qp_nonneg_with, Finish};
 use crate::net::{relu, Network};
 use nalgebra::{DMatrix, DVector};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::time::Instant;
@@ -59,7 +59,7 @@ impl Default for DistanceOptions {
 }
 
 /// How a point's search ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// upper − lower within the tolerance.
@@ -73,7 +73,7 @@ pub enum Status {
 }
 
 /// The certified result for one point.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PointDistance {
     pub index: usize,
     pub label: f64,

@@ -34,15 +34,17 @@ pub enum Error {
 /// Shorthand for results carrying [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Constructors that fill in the location; the CLI and the Python bindings
+/// use them too.
 impl Error {
-    pub(crate) fn file(path: &Path, msg: impl Into<String>) -> Self {
+    pub fn file(path: &Path, msg: impl Into<String>) -> Self {
         Error::File {
             path: path.display().to_string(),
             msg: msg.into(),
         }
     }
 
-    pub(crate) fn field(path: &Path, field: &str, msg: impl Into<String>) -> Self {
+    pub fn field(path: &Path, field: &str, msg: impl Into<String>) -> Self {
         Error::Field {
             path: path.display().to_string(),
             field: field.to_string(),
@@ -50,7 +52,7 @@ impl Error {
         }
     }
 
-    pub(crate) fn param(name: &str, msg: impl Into<String>) -> Self {
+    pub fn param(name: &str, msg: impl Into<String>) -> Self {
         Error::Param {
             name: name.to_string(),
             msg: msg.into(),

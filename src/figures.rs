@@ -13,12 +13,12 @@ const KINDS: [(&str, RGBColor); 3] = [
     ("robust", RGBColor(44, 160, 44)),
 ];
 
-fn plot_err<E: std::fmt::Debug>(e: E) -> Error {
+pub(crate) fn plot_err<E: std::fmt::Debug>(e: E) -> Error {
     Error::Numerical(format!("plotting failed: {e:?}"))
 }
 
 /// Renders with `draw` into an SVG string and writes it to `path`.
-fn svg(
+pub(crate) fn svg(
     path: &Path,
     draw: impl FnOnce(&DrawingArea<SVGBackend, plotters::coord::Shift>) -> Result<()>,
 ) -> Result<()> {
@@ -91,7 +91,7 @@ fn flip_rate(rep: &Report, path: &Path) -> Result<()> {
 }
 
 /// Round tick values (1, 2, 3, 5, 7 per decade) inside [lo, hi].
-fn nice_points(lo: f64, hi: f64) -> Vec<f64> {
+pub(crate) fn nice_points(lo: f64, hi: f64) -> Vec<f64> {
     let mut out = Vec::new();
     let mut decade = 10f64.powf(lo.log10().floor());
     while decade <= hi {

@@ -711,3 +711,17 @@ pub fn certify(
         Norm::Linf => sys.certify_linf(opts),
     }
 }
+
+/// The JSON of one checkpoint's certificates as `certify --json` writes it:
+/// the certificate itself for one norm, `{l2, linf}` for both.
+pub fn certificates_json(certs: &[Certificate]) -> serde_json::Value {
+    if let [c] = certs {
+        return serde_json::to_value(c).expect("certificate serialises");
+    }
+    let mut out = serde_json::Map::new();
+    for c in certs {
+        let key = if c.norm == Norm::L2 { "l2" } else { "linf" };
+        out.insert(key.into(), serde_json::to_value(c).expect("serialises"));
+    }
+    out.into()
+}

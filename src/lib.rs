@@ -14,13 +14,20 @@ pub mod distance;
 pub mod error;
 pub mod figures;
 pub mod kkt;
+pub mod layout;
 pub mod lbfgs;
 pub mod linalg;
 pub mod net;
+pub mod onnx;
 pub mod polish;
 pub mod report;
 pub mod robust;
+pub mod series;
+pub mod shard;
 pub mod tensors;
 pub mod train;
 
 pub use error::{Error, Result};
+
+#[cfg(feature = "python")]
+mod python;

@@ -118,6 +118,23 @@ impl Network {
         Self::new(w, b, v)
     }
 
+    /// The same network computing N(x) + c: a nonzero c is appended as a
+    /// constant neuron (w = 0, b = |c|, v = sign c), whose output
+    /// sign(c)·ReLU(|c|) is c exactly. This is how an output bias enters
+    /// every routine that only evaluates the function (eval, distance,
+    /// attack); the KKT routines refuse it upstream.
+    pub fn with_output_bias(&self, c: f64) -> Network {
+        if c == 0.0 {
+            return self.clone();
+        }
+        let (m, d) = (self.width(), self.dim());
+        let mut w = DMatrix::zeros(m + 1, d);
+        w.rows_mut(0, m).copy_from(&self.w);
+        let b = self.b.clone().insert_row(m, c.abs());
+        let v = self.v.clone().insert_row(m, c.signum());
+        Network { w, b, v }
+    }
+
     /// θ flattened: W row-major, then b, then v.
     pub fn flat(&self) -> Vec<f64> {
         let mut t = crate::data::row_major(&self.w);

@@ -14,14 +14,15 @@ use crate::error::Result;
 use crate::net::{median_sorted, Evaluation, Network};
 use crate::polish::{polish, PolishOptions};
 use crate::robust::robust_network;
+use crate::shard::{Shard, ShardInfo};
 use crate::tensors::{write_atomic, write_json};
 use crate::train::{train, TrainConfig};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// What to sweep and how hard to work on each cell.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SweepConfig {
     pub sizes: Vec<(usize, usize)>,
     pub sigma: f64,
@@ -88,7 +89,7 @@ impl SweepConfig {
 }
 
 /// Medians for one kind of network.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct KindResult {
     pub test_error: f64,
     /// Median exact critical ‖z‖ along the universal direction (null: never flips).
@@ -103,8 +104,10 @@ pub struct KindResult {
 }
 
 /// One row of the headline table.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
+    /// Position of the cell in the sweep (sizes × seeds × widths, in that order).
+    pub cell: usize,
     pub k: usize,
     pub d: usize,
     pub width: usize,
@@ -133,8 +136,11 @@ pub struct Row {
 }
 
 /// The whole report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
+    /// Which shard of which job this report is (absent for a whole run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardInfo>,
     pub config: SweepConfig,
     pub rows: Vec<Row>,
     /// Fitted log–log slope of the median universal radius against √(d/k), per kind, with its standard error.
@@ -231,6 +237,7 @@ fn edge(row: &Row) -> String {
 
 /// One cell of the sweep.
 fn cell(
+    index: usize,
     fx: &Fixture,
     k: usize,
     width: usize,
@@ -240,6 +247,7 @@ fn cell(
 ) -> Row {
     let d = fx.spec.d;
     let mut row = Row {
+        cell: index,
         k,
         d,
         width,
@@ -282,7 +290,7 @@ fn fill(row: &mut Row, fx: &Fixture, cfg: &SweepConfig) -> Result<()> {
         init_scale: cfg.init_scale,
         ..Default::default()
     };
-    let gd = train(&fx.train, &tcfg, |_, _| {})?.net;
+    let gd = train(&fx.train, &tcfg, |_, _, _| Ok(()))?.net;
     let g = measure(&gd, fx, cfg)?;
     row.test_error = Some(g.test_error);
     row.universal_median = g.universal_median;
@@ -317,12 +325,30 @@ fn fill(row: &mut Row, fx: &Fixture, cfg: &SweepConfig) -> Result<()> {
     Ok(())
 }
 
-/// Runs the sweep; `on_cell` sees each finished row.
-pub fn run(cfg: &SweepConfig, mut on_cell: impl FnMut(&Row)) -> Result<Report> {
+/// The number of cells of a sweep.
+pub fn cell_count(cfg: &SweepConfig) -> usize {
+    cfg.sizes.len() * cfg.seeds.len() * cfg.width_factors.len()
+}
+
+/// Runs the sweep (or, with `shard`, only the cells it owns); `on_cell` sees
+/// each finished row.
+pub fn run(
+    cfg: &SweepConfig,
+    shard: Option<Shard>,
+    mut on_cell: impl FnMut(&Row),
+) -> Result<Report> {
     let t0 = std::time::Instant::now();
+    let owns = |c: usize| shard.is_none_or(|s| s.owns(c));
+    let per_fixture = cfg.width_factors.len();
     let mut rows = Vec::new();
+    let mut fixture_index = 0;
     for &(k, d) in &cfg.sizes {
         for &seed in &cfg.seeds {
+            let first = fixture_index * per_fixture;
+            fixture_index += 1;
+            if !(first..first + per_fixture).any(owns) {
+                continue;
+            }
             let fx = Fixture::generate(spec(k, d, cfg, seed))?;
             let a = audit(
                 &fx.means,
@@ -335,30 +361,47 @@ pub fn run(cfg: &SweepConfig, mut on_cell: impl FnMut(&Row)) -> Result<Report> {
                 .iter()
                 .find(|c| c.name == "A3")
                 .map_or(f64::NAN, |c| c.value / c.threshold);
-            for &f in &cfg.width_factors {
-                let row = cell(
-                    &fx,
-                    k,
-                    f * k,
-                    seed,
-                    cfg,
-                    (a.assumption_holds, a3, a.data_nice),
-                );
+            for (w, &f) in cfg.width_factors.iter().enumerate() {
+                if !owns(first + w) {
+                    continue;
+                }
+                let aud = (a.assumption_holds, a3, a.data_nice);
+                let row = cell(first + w, &fx, k, f * k, seed, cfg, aud);
                 on_cell(&row);
                 rows.push(row);
             }
         }
     }
+    Ok(assemble(cfg.clone(), rows, t0.elapsed().as_secs_f64()))
+}
+
+/// The report of `rows` (in cell order), with the fitted slopes.
+fn assemble(config: SweepConfig, mut rows: Vec<Row>, seconds: f64) -> Report {
+    rows.sort_by_key(|r| r.cell);
     let slopes = ["GD", "polished", "robust"]
         .iter()
         .map(|kind| (kind.to_string(), fit_slope(&rows, kind)))
         .collect();
-    Ok(Report {
-        config: cfg.clone(),
+    Report {
+        shard: None,
+        config,
         rows,
         slopes,
-        seconds: t0.elapsed().as_secs_f64(),
-    })
+        seconds,
+    }
+}
+
+/// Combines the reports of the shards of one sweep into the report of the
+/// whole sweep (the caller checks the shard records); the run time is the
+/// longest shard's, as for shards run side by side.
+pub fn merge(parts: Vec<Report>) -> Result<Report> {
+    let config = parts
+        .first()
+        .map(|p| p.config.clone())
+        .ok_or_else(|| crate::error::Error::param("shards", "no reports to merge"))?;
+    let seconds = parts.iter().map(|p| p.seconds).fold(0.0, f64::max);
+    let rows = parts.into_iter().flat_map(|p| p.rows).collect();
+    Ok(assemble(config, rows, seconds))
 }
 
 /// Least-squares slope of log(median universal radius) on log √(d/k), and its standard error.

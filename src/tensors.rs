@@ -2,8 +2,10 @@
 //!
 //! The safetensors crate parses the container; this module adds what a user
 //! needs when a file is wrong: the file, the tensor and the expectation in the
-//! message. Floats are accepted as F32 or F64 (PyTorch often saves F32) and
-//! always returned as `f64`; every value is checked to be finite.
+//! message. Floats are accepted as F16, BF16, F32 or F64 (PyTorch saves all
+//! four) and always returned as `f64` — every such value is exactly
+//! representable in f64, so the widening is exact; every value is checked to
+//! be finite.
 
 use crate::error::{Error, Result};
 use safetensors::{Dtype, SafeTensors};
@@ -85,26 +87,16 @@ impl TensorFile {
         Ok((t.dtype(), shape, t.data().to_vec()))
     }
 
-    /// A float tensor (F32 or F64) as `f64`, row-major, with its shape.
+    /// A float tensor (F16, BF16, F32 or F64) as `f64`, row-major, with its shape.
     pub fn floats(&self, name: &str, dims: &[Dim]) -> Result<(Vec<f64>, Vec<usize>)> {
         let (dtype, shape, data) = self.view(name, dims)?;
-        let values: Vec<f64> = match dtype {
-            Dtype::F64 => data
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-                .collect(),
-            other => {
-                return Err(Error::field(
-                    &self.path,
-                    name,
-                    format!("dtype {other:?}, expected F64 or F32"),
-                ))
-            }
-        };
+        let values = widen(dtype, &data).ok_or_else(|| {
+            Error::field(
+                &self.path,
+                name,
+                format!("dtype {dtype:?}, expected F64, F32, F16 or BF16"),
+            )
+        })?;
         if let Some(pos) = values.iter().position(|v| !v.is_finite()) {
             return Err(Error::field(
                 &self.path,
@@ -113,6 +105,37 @@ impl TensorFile {
             ));
         }
         Ok((values, shape))
+    }
+
+    /// Every tensor's name, shape and dtype, in name order.
+    pub fn inventory(&self) -> Vec<(String, Vec<usize>, Dtype)> {
+        let st = self.parsed();
+        let mut v: Vec<_> = st
+            .tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.shape().to_vec(), t.dtype()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// The inventory as one line for error messages: `name [shape] dtype, …`.
+    pub fn describe_inventory(&self) -> String {
+        let parts: Vec<String> = self
+            .inventory()
+            .iter()
+            .map(|(n, s, d)| format!("{n} {s:?} {d:?}"))
+            .collect();
+        if parts.is_empty() {
+            "no tensors".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// An integer tensor (I64 or I32) as `i64`.
@@ -134,6 +157,30 @@ impl TensorFile {
             )),
         }
     }
+}
+
+/// Little-endian floats of `dtype` widened exactly to f64 (None: not a float type).
+fn widen(dtype: Dtype, data: &[u8]) -> Option<Vec<f64>> {
+    let values = match dtype {
+        Dtype::F64 => data
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
+        _ => return None,
+    };
+    Some(values)
 }
 
 fn describe(dims: &[Dim]) -> String {

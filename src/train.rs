@@ -184,11 +184,13 @@ fn log_row(step: usize, lg: &LossGrad, net: &Network) -> LogRow {
     }
 }
 
-/// Runs GD from a seeded initialisation; `on_step` sees every step number.
+/// Runs GD from a seeded initialisation; `on_step` sees every step's log
+/// row and the net at that step (before the step is taken), and may fail
+/// (e.g. writing a checkpoint), which stops the run.
 pub fn train(
     data: &Dataset,
     cfg: &TrainConfig,
-    mut on_step: impl FnMut(usize, &LogRow),
+    mut on_step: impl FnMut(usize, &LogRow, &Network) -> Result<()>,
 ) -> Result<Trained> {
     let mut net = init(cfg, data.d())?;
     let mut log = Vec::new();
@@ -200,7 +202,7 @@ pub fn train(
         if t % cfg.log_every.max(1) == 0 || done {
             log.push(row.clone());
         }
-        on_step(t, &row);
+        on_step(t, &row, &net)?;
         if done {
             break;
         }

@@ -185,7 +185,7 @@ fn wrong_dtype() {
     eval(
         &p,
         &good_data(t.path()),
-        &["net.safetensors", "`W`", "expected F64 or F32"],
+        &["net.safetensors", "`W`", "expected F64, F32, F16 or BF16"],
     );
 }
 

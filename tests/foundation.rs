@@ -149,7 +149,7 @@ fn rescaling_puts_min_margin_at_one() {
             width: 8,
             ..Default::default()
         },
-        |_, _| {},
+        |_, _, _| Ok(()),
     )
     .unwrap();
     let (hat, alpha) = trained.net.rescaled_to_unit_margin(&data).unwrap();
@@ -165,7 +165,7 @@ fn training_on_std_generalises() {
         width: 100,
         ..Default::default()
     };
-    let trained = train(&fx.train, &cfg, |_, _| {}).unwrap();
+    let trained = train(&fx.train, &cfg, |_, _, _| Ok(())).unwrap();
     let tr = Evaluation::of(&trained.net, &fx.train).unwrap();
     let te = Evaluation::of(&trained.net, &fx.test).unwrap();
     assert_eq!(tr.accuracy, 1.0);

@@ -71,7 +71,7 @@ fn gd_net_on_std_brackets_tightly_and_is_not_kkt() {
             width: 100,
             ..Default::default()
         },
-        |_, _| {},
+        |_, _, _| Ok(()),
     )
     .unwrap()
     .net;
@@ -101,7 +101,7 @@ fn small_case(seed: u64) -> Option<(Network, Dataset)> {
         steps: 300,
         ..Default::default()
     };
-    let net = train(&data, &cfg, |_, _| {}).ok()?.net;
+    let net = train(&data, &cfg, |_, _, _| Ok(())).ok()?.net;
     net.rescaled_to_unit_margin(&data).ok()?;
     Some((net, data))
 }

@@ -22,7 +22,7 @@ fn polish_certifies_a_small_trained_net() {
             init_scale: 0.5,
             ..Default::default()
         },
-        |_, _| {},
+        |_, _, _| Ok(()),
     )
     .unwrap()
     .net;

@@ -35,8 +35,8 @@ fn numbers(rep: &kktcert::report::Report) -> serde_json::Value {
 #[test]
 fn mini_sweep_is_deterministic_and_complete() {
     let cfg = mini();
-    let a = run(&cfg, |_| {}).unwrap();
-    let b = run(&cfg, |_| {}).unwrap();
+    let a = run(&cfg, None, |_| {}).unwrap();
+    let b = run(&cfg, None, |_| {}).unwrap();
     assert_eq!(numbers(&a), numbers(&b));
     let row = &a.rows[0];
     assert!(row.error.is_none(), "{:?}", row.error);

@@ -54,7 +54,12 @@ pub fn fails_with(args: &[&str], needles: &[&str]) {
 pub fn python() -> Option<PathBuf> {
     let found = configured_python();
     if found.is_none() {
-        eprintln!("skipped: set KKTCERT_PYTHON to an interpreter with numpy, scipy, safetensors");
+        // CI sets KKTCERT_REQUIRE_PYTHON: there a missing interpreter is a failure, not a skip.
+        assert!(
+            std::env::var_os("KKTCERT_REQUIRE_PYTHON").is_none(),
+            "KKTCERT_REQUIRE_PYTHON is set but KKTCERT_PYTHON names no interpreter with numpy, scipy, safetensors"
+        );
+        eprintln!("SKIPPED (visible): set KKTCERT_PYTHON to an interpreter with numpy, scipy, safetensors");
     }
     found
 }
@@ -88,4 +93,25 @@ pub fn run_script(py: &Path, name: &str, args: &[&Path]) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+/// JSON without wall-clock fields (`seconds`, `*_seconds`), recursively.
+pub fn strip_timing(mut v: serde_json::Value) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.retain(|k, _| !k.contains("seconds"));
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut v);
+    v
+}
+
+/// Reads a JSON file.
+pub fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p).expect("file exists")).expect("valid JSON")
 }

@@ -1,0 +1,178 @@
+//! `kktcert certify`: KKT certificates for one checkpoint, or one row per
+//! checkpoint of a series (several `--net`, or directories), optionally
+//! sharded across machines.
+
+use super::{progress, NetFormat};
+use kktcert::data::Dataset;
+use kktcert::kkt::{certificates_json, certify, Certificate, CertifyOptions, Norm};
+use kktcert::series::{certify_row, list_checkpoints, SeriesRow};
+use kktcert::shard::{Shard, ShardInfo};
+use kktcert::tensors::write_json;
+use kktcert::{Error, Result};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// One or more checkpoints or directories of checkpoints (a series).
+    #[arg(long, required = true, num_args = 1..)]
+    net: Vec<PathBuf>,
+    #[command(flatten)]
+    format: NetFormat,
+    /// The training set the net should be a KKT point for.
+    #[arg(long)]
+    data: PathBuf,
+    #[command(flatten)]
+    cert: CertArgs,
+    /// Certify only shard i of N of the series (0-based; see `merge`).
+    #[arg(long)]
+    shard: Option<String>,
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// The certificate's options, shared with `kkt-path`.
+#[derive(clap::Args)]
+pub struct CertArgs {
+    /// l2 | linf | both.
+    #[arg(long, default_value = "l2")]
+    norm: String,
+    /// Tolerance on ε_rel and δ_rel for the verdict.
+    #[arg(long, default_value_t = 1e-4)]
+    tol: f64,
+    /// δ_rel of the complementarity row (default: --tol; `inf` drops the row).
+    #[arg(long)]
+    delta: Option<String>,
+    /// τ_act: relative threshold for Clarke-ambiguous (point, neuron) pairs.
+    #[arg(long, default_value_t = 1e-6)]
+    act_tol: f64,
+}
+
+impl CertArgs {
+    /// The norms and certificate options these flags describe.
+    pub fn parse(&self) -> Result<(Vec<Norm>, CertifyOptions)> {
+        let norms = match self.norm.as_str() {
+            "l2" => vec![Norm::L2],
+            "linf" => vec![Norm::Linf],
+            "both" => vec![Norm::L2, Norm::Linf],
+            s => {
+                return Err(Error::Param {
+                    name: "norm".into(),
+                    msg: format!("`{s}`, expected l2, linf or both"),
+                })
+            }
+        };
+        let delta_rel = match self.delta.as_deref() {
+            None => Some(self.tol),
+            Some("inf") => None,
+            Some(v) => Some(v.parse().map_err(|_| Error::Param {
+                name: "delta".into(),
+                msg: format!("`{v}`, expected a number or inf"),
+            })?),
+        };
+        let opts = CertifyOptions {
+            tol: self.tol,
+            delta_rel,
+            act_tol: self.act_tol,
+        };
+        Ok((norms, opts))
+    }
+}
+
+pub fn print_certificate(c: &Certificate) {
+    println!(
+        "{:?}: scale {:.6e}, residual ∈ [{:.6e}, {:.6e}] (relative [{:.3e}, {:.3e}]), δ_rel {:.3e}, support {} points, {} ambiguous pairs, {:.3}s → {:?}",
+        c.norm,
+        c.scale,
+        c.lower,
+        c.upper,
+        c.relative_lower,
+        c.relative_upper,
+        c.relative_complementarity,
+        c.support.len(),
+        c.ambiguous_pairs.len(),
+        c.seconds,
+        c.verdict
+    );
+}
+
+/// Certifies the checkpoints at `indices` of `nets`, printing each row.
+pub fn certify_series(
+    nets: &[PathBuf],
+    indices: &[usize],
+    format: &NetFormat,
+    data: &Dataset,
+    cert: &CertArgs,
+    quiet: bool,
+) -> Result<Vec<SeriesRow>> {
+    let (norms, opts) = cert.parse()?;
+    let load = format.options()?;
+    let bar = progress(indices.len() as u64, quiet, "certify");
+    let mut rows = Vec::new();
+    for &i in indices {
+        let row = certify_row(i, &nets[i], &load, data, &norms, &opts)?;
+        bar.inc(1);
+        let verdict = match (row.certificates.first(), &row.skipped) {
+            (Some(c), _) => format!(
+                "ε_rel ∈ [{:.3e}, {:.3e}], δ_rel {:.3e} → {:?}",
+                c.relative_lower, c.relative_upper, c.relative_complementarity, c.verdict
+            ),
+            (None, why) => format!("skipped: {}", why.as_deref().unwrap_or("-")),
+        };
+        bar.suspend(|| {
+            println!(
+                "{} step {}: normalised margin {:.4e}, {verdict}",
+                row.net,
+                row.step.map_or("-".into(), |s| s.to_string()),
+                row.normalized_margin,
+            )
+        });
+        rows.push(row);
+    }
+    bar.finish_and_clear();
+    Ok(rows)
+}
+
+pub fn run(a: Args, quiet: bool) -> Result<()> {
+    let data = Dataset::load(&a.data)?;
+    let nets = list_checkpoints(&a.net)?;
+    let series = nets.len() > 1 || a.net[0].is_dir() || a.shard.is_some();
+    if !series {
+        let ck = a.format.load(&nets[0])?;
+        let net = ck.homogeneous(&nets[0], "certify")?;
+        let (norms, opts) = a.cert.parse()?;
+        let certs = norms
+            .iter()
+            .map(|&n| certify(net, &data, n, &opts))
+            .collect::<Result<Vec<_>>>()?;
+        certs.iter().for_each(print_certificate);
+        if let Some(path) = &a.json {
+            write_json(path, &certificates_json(&certs))?;
+        }
+        return Ok(());
+    }
+    let all: Vec<usize> = (0..nets.len()).collect();
+    let (indices, shard) = match a.shard.as_deref().map(Shard::parse).transpose()? {
+        Some(s) => {
+            let mut inputs: Vec<&std::path::Path> = nets.iter().map(|p| p.as_path()).collect();
+            inputs.push(&a.data);
+            (
+                s.select(&all),
+                Some(ShardInfo::new("certify", s, nets.len(), &inputs)?),
+            )
+        }
+        None => (all, None),
+    };
+    let rows = certify_series(&nets, &indices, &a.format, &data, &a.cert, quiet)?;
+    if let Some(path) = &a.json {
+        let mut out = serde_json::Map::new();
+        if let Some(s) = shard {
+            out.insert("shard".into(), serde_json::to_value(s).expect("serialises"));
+        }
+        out.insert(
+            "rows".into(),
+            serde_json::to_value(&rows).expect("serialises"),
+        );
+        write_json(path, &out)?;
+    }
+    Ok(())
+}

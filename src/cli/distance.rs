@@ -1,0 +1,161 @@
+//! `kktcert distance`: certified exact minimal ℓ2 flip distances, over
+//! threads and (with `--shard`) over machines.
+
+use super::{fmt_opt, progress, NetFormat};
+use kktcert::attack::universal_direction;
+use kktcert::data::{Dataset, Fixture};
+use kktcert::distance::{DistanceOptions, DistanceSolver, DistanceSummary, PointDistance};
+use kktcert::shard::{Shard, ShardInfo};
+use kktcert::tensors::write_json;
+use kktcert::{Error, Result};
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    net: PathBuf,
+    #[command(flatten)]
+    format: NetFormat,
+    /// Points to certify (safetensors with X, y).
+    #[arg(long)]
+    data: PathBuf,
+    /// Index range START:END (default: all points).
+    #[arg(long)]
+    indices: Option<String>,
+    /// Most branch-and-bound nodes per point.
+    #[arg(long, default_value_t = DistanceOptions::default().max_nodes)]
+    max_regions: usize,
+    /// Seconds per point before reporting a bounded result.
+    #[arg(long, default_value_t = 60.0)]
+    time_limit: f64,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Fixture whose universal direction seeds the incumbent.
+    #[arg(long)]
+    fixture: Option<PathBuf>,
+    /// Certify only shard i of N of the points (0-based; see `merge`).
+    #[arg(long)]
+    shard: Option<String>,
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Parses START:END (either end may be empty) against n points.
+fn parse_range(s: Option<&str>, n: usize) -> Result<Vec<usize>> {
+    let Some(s) = s else {
+        return Ok((0..n).collect());
+    };
+    let bad = || Error::Param {
+        name: "indices".into(),
+        msg: format!("`{s}`, expected START:END with 0 ≤ START < END ≤ {n}"),
+    };
+    let (a, b) = s.split_once(':').ok_or_else(bad)?;
+    let parse = |t: &str, default: usize| {
+        if t.is_empty() {
+            Ok(default)
+        } else {
+            t.parse().map_err(|_| bad())
+        }
+    };
+    let (start, end) = (parse(a, 0)?, parse(b, n)?);
+    if start >= end || end > n {
+        return Err(bad());
+    }
+    Ok((start..end).collect())
+}
+
+/// Prints the per-point table and the summary line.
+pub fn print_points(points: &[PointDistance]) {
+    println!("index label   lower        upper        status     nodes  unstable  seconds");
+    for p in points {
+        println!(
+            "{:>5} {:>5} {:>12} {:>12} {:<10} {:>6} {:>8} {:>8.3}",
+            p.index,
+            p.label,
+            fmt_opt(p.lower),
+            fmt_opt(p.upper),
+            format!("{:?}", p.status),
+            p.nodes,
+            p.unstable_hurting,
+            p.seconds
+        );
+    }
+    let summary = DistanceSummary::of(points);
+    println!(
+        "{} points: {} exact, {} bounded, {} no flip; distance median {} min {} max {}",
+        summary.count,
+        summary.exact,
+        summary.bounded,
+        summary.no_flip,
+        fmt_opt(summary.median),
+        fmt_opt(summary.min),
+        fmt_opt(summary.max)
+    );
+}
+
+/// The JSON `distance --json` writes: summary, points, and the shard record if any.
+pub fn distance_json(points: &[PointDistance], shard: Option<&ShardInfo>) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    if let Some(s) = shard {
+        out.insert("shard".into(), serde_json::to_value(s).expect("serialises"));
+    }
+    out.insert(
+        "summary".into(),
+        serde_json::to_value(DistanceSummary::of(points)).expect("serialises"),
+    );
+    out.insert(
+        "points".into(),
+        serde_json::to_value(points).expect("serialises"),
+    );
+    out.into()
+}
+
+pub fn run(a: Args, quiet: bool) -> Result<()> {
+    let net = a.format.load(&a.net)?.function();
+    let data = Dataset::load(&a.data)?;
+    net.check_dim(&data)?;
+    let range = parse_range(a.indices.as_deref(), data.n())?;
+    let shard = match a.shard.as_deref().map(Shard::parse).transpose()? {
+        Some(s) => {
+            let mut inputs: Vec<&Path> = vec![&a.net, &a.data];
+            inputs.extend(a.fixture.as_deref());
+            Some((s, ShardInfo::new("distance", s, range.len(), &inputs)?))
+        }
+        None => None,
+    };
+    let idx = shard
+        .as_ref()
+        .map_or(range.clone(), |(s, _)| s.select(&range));
+    let mut solver = DistanceSolver::new(&net).with_references(&data);
+    if let Some(fx) = &a.fixture {
+        let fx = Fixture::load(fx)?;
+        solver = solver.with_direction(universal_direction(&fx.means)?);
+    }
+    let opts = DistanceOptions {
+        max_nodes: a.max_regions,
+        time_limit: Some(a.time_limit),
+        ..Default::default()
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(a.threads.unwrap_or(0))
+        .build()
+        .map_err(|e| Error::param("threads", e.to_string()))?;
+    let bar = progress(idx.len() as u64, quiet, "distance");
+    let points: Vec<PointDistance> = pool.install(|| {
+        idx.par_iter()
+            .map(|&i| {
+                let r = solver.distance(&data.point(i), i, data.y()[i], &opts);
+                bar.inc(1);
+                r
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    bar.finish_and_clear();
+    print_points(&points);
+    if let Some(path) = &a.json {
+        write_json(path, &distance_json(&points, shard.as_ref().map(|s| &s.1)))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! `kktcert polish`: toward a certified KKT point of Problem (2).
+
+use super::{parse_list, record_certificate, NetFormat};
+use kktcert::checkpoint::Checkpoint;
+use kktcert::data::Dataset;
+use kktcert::polish::{polish, PolishOptions};
+use kktcert::tensors::write_json;
+use kktcert::Result;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    net: PathBuf,
+    #[command(flatten)]
+    format: NetFormat,
+    /// Training set of Problem (2).
+    #[arg(long)]
+    data: PathBuf,
+    /// Test set, to report prediction agreement before/after.
+    #[arg(long)]
+    test: Option<PathBuf>,
+    #[arg(long)]
+    out: PathBuf,
+    /// Tolerance on ε_rel and δ_rel for the verdict.
+    #[arg(long, default_value_t = PolishOptions::default().tol)]
+    tol: f64,
+    /// τ_act of the certificate (Clarke ambiguity for pairs on a kink).
+    #[arg(long, default_value_t = PolishOptions::default().act_tol)]
+    act_tol: f64,
+    /// κ₀ of the proximal term that keeps the polish near the start (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    proximal: f64,
+    /// Comma-separated β factors (β = factor / median|u_ij|).
+    #[arg(long)]
+    betas: Option<String>,
+    /// Stop at the first stage certified KKT.
+    #[arg(long)]
+    stop_when_certified: bool,
+    /// Seconds before the polish stops with the best stage so far.
+    #[arg(long, default_value_t = 120.0)]
+    time_limit: f64,
+    /// Write the polish report here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let ck = a.format.load(&a.net)?;
+    let net = ck.homogeneous(&a.net, "polish")?;
+    let train = Dataset::load(&a.data)?;
+    net.check_dim(&train)?;
+    let test = a.test.as_deref().map(Dataset::load).transpose()?;
+    let mut opts = PolishOptions {
+        tol: a.tol,
+        act_tol: a.act_tol,
+        proximal: a.proximal,
+        stop_when_certified: a.stop_when_certified,
+        time_limit: Some(a.time_limit),
+        ..Default::default()
+    };
+    if let Some(b) = &a.betas {
+        opts.beta_factors = parse_list("betas", b)?;
+    }
+    println!("stage  beta          ε_rel ∈ [lower, upper]        δ_rel      violation  verdict     seconds");
+    let (polished, rep) = polish(net, &train, test.as_ref(), &opts, |st| {
+        println!(
+            "       {:<12.4e}  [{:.3e}, {:.3e}]  {:.3e}  {:.2e}  {:<10} {:.2}",
+            st.beta,
+            st.relative_lower,
+            st.relative_upper,
+            st.relative_complementarity,
+            st.max_violation,
+            format!("{:?}", st.verdict),
+            st.seconds
+        );
+    })?;
+    let c = &rep.certificate;
+    let mv = &rep.movement;
+    println!(
+        "start: ε_rel ∈ [{:.3e}, {:.3e}]; polished: ε_rel ∈ [{:.3e}, {:.3e}], δ_rel {:.3e} → {:?} ({:.1}s)",
+        rep.start.relative_lower, rep.start.relative_upper, c.relative_lower, c.relative_upper, c.relative_complementarity, c.verdict, rep.seconds
+    );
+    println!(
+        "moved: cos(θ0, θ) = {:.4}, train agreement {:.4}, test agreement {}, live neurons {} → {}",
+        mv.cosine,
+        mv.train_agreement,
+        mv.test_agreement.map_or("-".into(), |t| format!("{t:.4}")),
+        mv.live_neurons_before,
+        mv.live_neurons_after
+    );
+    let mut meta = ck.metadata.clone();
+    meta.insert("producer".into(), "kktcert polish".into());
+    meta.insert("polished_from".into(), a.net.display().to_string());
+    record_certificate(&mut meta, c);
+    Checkpoint::new(polished, meta).save(&a.out)?;
+    if let Some(path) = &a.json {
+        write_json(path, &rep)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! Recognising a two-layer ReLU net among the tensors of a safetensors file.
+//!
+//! Two layouts are recognised without help:
+//! * kktcert's own: `W` [m,d], `b` [m], `v` [m] (and an optional `c` [1]);
+//! * a PyTorch state dict with exactly two linear layers, `<a>.weight` [m,d],
+//!   `<a>.bias` [m] (optional), `<b>.weight` [1,m] or [m], `<b>.bias` [1]
+//!   (optional: the output bias c). The prefixes are whatever the model
+//!   called them — `0`/`2` for `nn.Sequential`, `fc1`/`fc2` for named
+//!   modules, with any parent path (`model.net.0`) — and the first layer is
+//!   found by shape, with the prefixes' natural order (`2` before `10`)
+//!   breaking ties.
+//!
+//! Anything else must be named with `--tensors`; the error lists what the
+//! file holds so that is easy.
+
+use crate::checkpoint::TensorNames;
+use crate::error::{Error, Result};
+use crate::tensors::TensorFile;
+use std::collections::BTreeMap;
+
+/// A linear layer's tensors: weight shape, and bias shape if present.
+#[derive(Clone, Debug, Default)]
+struct Linear {
+    weight: Option<Vec<usize>>,
+    bias: Option<Vec<usize>>,
+}
+
+/// Splits a name into text and number runs so that `fc2` < `fc10`.
+fn natural_key(s: &str) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut text = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            let mut num = c.to_digit(10).unwrap() as u64;
+            while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
+                num = num.saturating_mul(10).saturating_add(d as u64);
+                chars.next();
+            }
+            out.push((std::mem::take(&mut text), num));
+        } else {
+            text.push(c);
+        }
+    }
+    out.push((text, 0));
+    out
+}
+
+/// Whether (first, second) is a valid two-layer ReLU layout.
+fn fits(first: &Linear, second: &Linear) -> bool {
+    let (Some(w1), Some(w2)) = (&first.weight, &second.weight) else {
+        return false;
+    };
+    if w1.len() != 2 || w1[0] == 0 || w1[1] == 0 {
+        return false;
+    }
+    let m = w1[0];
+    let bias1_ok = first.bias.as_ref().is_none_or(|b| b == &[m]);
+    let w2_ok = w2 == &[1, m] || w2 == &[m];
+    let bias2_ok = second
+        .bias
+        .as_ref()
+        .is_none_or(|b| b == &[1] || b.is_empty());
+    bias1_ok && w2_ok && bias2_ok
+}
+
+fn names(prefix: &str, first: &Linear, second_prefix: &str, second: &Linear) -> TensorNames {
+    let join = |p: &str, leaf: &str| {
+        if p.is_empty() {
+            leaf.to_string()
+        } else {
+            format!("{p}.{leaf}")
+        }
+    };
+    TensorNames {
+        w: join(prefix, "weight"),
+        b: first.bias.as_ref().map(|_| join(prefix, "bias")),
+        v: join(second_prefix, "weight"),
+        c: second.bias.as_ref().map(|_| join(second_prefix, "bias")),
+    }
+}
+
+/// Groups `<prefix>.weight` / `<prefix>.bias`; None if some tensor is neither.
+fn linear_layers(f: &TensorFile) -> Option<BTreeMap<String, Linear>> {
+    let mut layers: BTreeMap<String, Linear> = BTreeMap::new();
+    for (name, shape, _) in f.inventory() {
+        let (prefix, leaf) = match name.rsplit_once('.') {
+            Some((p, l)) => (p.to_string(), l),
+            None => (String::new(), name.as_str()),
+        };
+        let layer = layers.entry(prefix).or_default();
+        match leaf {
+            "weight" => layer.weight = Some(shape),
+            "bias" => layer.bias = Some(shape),
+            _ => return None,
+        }
+    }
+    Some(layers)
+}
+
+/// Finds the tensors of W, b, v (and c) in `f`, or explains what it found.
+pub fn recognise(f: &TensorFile) -> Result<TensorNames> {
+    if f.has("W") {
+        // kktcert's layout: a missing `b` or `v` is reported by name on read.
+        let mut n = TensorNames::native();
+        if f.has("c") {
+            n.c = Some("c".into());
+        }
+        return Ok(n);
+    }
+    if let Some(layers) = linear_layers(f).filter(|l| l.len() == 2) {
+        let mut order: Vec<(&String, &Linear)> = layers.iter().collect();
+        order.sort_by_key(|(p, _)| natural_key(p));
+        let (a, b) = (order[0], order[1]);
+        if fits(a.1, b.1) {
+            return Ok(names(a.0, a.1, b.0, b.1));
+        }
+        if fits(b.1, a.1) {
+            return Ok(names(b.0, b.1, a.0, a.1));
+        }
+    }
+    Err(Error::file(
+        f.path(),
+        format!(
+            "no two-layer ReLU network recognised; expected W [m,d], b [m], v [m] (kktcert) or exactly two linear layers <a>.weight [m,d], <a>.bias [m], <b>.weight [1,m] or [m], optional <b>.bias [1] (a PyTorch state dict); found: {}. Name the tensors with --tensors W=…,b=…,v=…[,c=…]",
+            f.describe_inventory()
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn natural_order_puts_2_before_10() {
+        let mut v = vec!["net.10", "net.2", "fc1"];
+        v.sort_by_key(|s| natural_key(s));
+        assert_eq!(v, ["fc1", "net.2", "net.10"]);
+    }
+
+    #[test]
+    fn fits_checks_shapes() {
+        let l = |w: &[usize], b: Option<&[usize]>| Linear {
+            weight: Some(w.to_vec()),
+            bias: b.map(|b| b.to_vec()),
+        };
+        assert!(fits(&l(&[5, 3], Some(&[5])), &l(&[1, 5], None)));
+        assert!(fits(&l(&[5, 3], None), &l(&[5], Some(&[1]))));
+        assert!(!fits(&l(&[5, 3], Some(&[5])), &l(&[2, 5], None)));
+        assert!(!fits(&l(&[1, 5], None), &l(&[5, 3], Some(&[5]))));
+    }
+}

@@ -1,0 +1,257 @@
+//! The Python module `kktcert._native` (PyO3), wrapped by the pure-Python
+//! package in `python/kktcert`, which normalises arrays (any float dtype,
+//! any memory order → C-contiguous float64, exactly) before they get here.
+//!
+//! Every function returns what the CLI writes for the same inputs: the
+//! dicts are the CLI's JSON, serialised by the same code. Solves run with
+//! the GIL released; library errors become `ValueError` with the CLI's
+//! message.
+
+use crate::attack::attack;
+use crate::checkpoint::{Checkpoint, LoadOptions, TensorNames};
+use crate::data::{Dataset, Means};
+use crate::distance::{DistanceOptions, DistanceSolver, PointDistance};
+use crate::error::Error;
+use crate::kkt::{certificates_json, certify, CertifyOptions, Norm};
+use crate::net::Network;
+use crate::polish::{polish, PolishOptions};
+use nalgebra::{DMatrix, DVector};
+use numpy::{PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use rayon::prelude::*;
+use std::path::Path;
+
+fn value_error(e: Error) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+fn matrix(a: &PyReadonlyArray2<f64>, name: &str) -> PyResult<DMatrix<f64>> {
+    let shape = a.shape();
+    let data = a
+        .as_slice()
+        .map_err(|_| PyValueError::new_err(format!("{name}: expected a C-contiguous array")))?;
+    Ok(DMatrix::from_row_slice(shape[0], shape[1], data))
+}
+
+fn vector(a: &PyReadonlyArray1<f64>) -> DVector<f64> {
+    let view = a.as_array();
+    DVector::from_iterator(view.len(), view.iter().copied())
+}
+
+fn network(
+    w: &PyReadonlyArray2<f64>,
+    b: &PyReadonlyArray1<f64>,
+    v: &PyReadonlyArray1<f64>,
+) -> PyResult<Network> {
+    Network::new(matrix(w, "W")?, vector(b), vector(v)).map_err(value_error)
+}
+
+fn dataset(x: &PyReadonlyArray2<f64>, y: &PyReadonlyArray1<f64>) -> PyResult<Dataset> {
+    Dataset::new(matrix(x, "X")?, y.as_array().to_vec(), None).map_err(value_error)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("results serialise")
+}
+
+type Arrays<'py> = (
+    Bound<'py, PyArray2<f64>>,
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray1<f64>>,
+);
+
+fn arrays<'py>(py: Python<'py>, net: &Network) -> PyResult<Arrays<'py>> {
+    let rows: Vec<Vec<f64>> = net
+        .w()
+        .row_iter()
+        .map(|r| r.iter().copied().collect())
+        .collect();
+    let w = PyArray2::from_vec2(py, &rows).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok((
+        w,
+        PyArray1::from_slice(py, net.b().as_slice()),
+        PyArray1::from_slice(py, net.v().as_slice()),
+    ))
+}
+
+/// (W, b, v, c) of a checkpoint in any layout kktcert reads.
+#[pyfunction]
+#[pyo3(signature = (path, tensors=None))]
+fn load_net<'py>(
+    py: Python<'py>,
+    path: &str,
+    tensors: Option<&str>,
+) -> PyResult<(Arrays<'py>, f64)> {
+    let opts = LoadOptions {
+        tensors: tensors
+            .map(TensorNames::parse)
+            .transpose()
+            .map_err(value_error)?,
+    };
+    let ck = Checkpoint::load_with(Path::new(path), &opts).map_err(value_error)?;
+    Ok((arrays(py, &ck.net)?, ck.output_bias))
+}
+
+/// The certificate JSON (`certify --json`).
+#[pyfunction]
+#[pyo3(signature = (w, b, v, x, y, norm, tol, delta, act_tol))]
+#[allow(clippy::too_many_arguments)]
+fn certify_json(
+    py: Python<'_>,
+    w: PyReadonlyArray2<f64>,
+    b: PyReadonlyArray1<f64>,
+    v: PyReadonlyArray1<f64>,
+    x: PyReadonlyArray2<f64>,
+    y: PyReadonlyArray1<f64>,
+    norm: &str,
+    tol: f64,
+    delta: Option<f64>,
+    act_tol: f64,
+) -> PyResult<String> {
+    let net = network(&w, &b, &v)?;
+    let data = dataset(&x, &y)?;
+    let norms = match norm {
+        "l2" => vec![Norm::L2],
+        "linf" => vec![Norm::Linf],
+        "both" => vec![Norm::L2, Norm::Linf],
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "invalid parameter `norm`: `{other}`, expected l2, linf or both"
+            )))
+        }
+    };
+    let opts = CertifyOptions {
+        tol,
+        delta_rel: delta,
+        act_tol,
+    };
+    py.detach(|| {
+        net.check_dim(&data)?;
+        let certs = norms
+            .iter()
+            .map(|&n| certify(&net, &data, n, &opts))
+            .collect::<crate::Result<Vec<_>>>()?;
+        Ok(to_json(&certificates_json(&certs)))
+    })
+    .map_err(value_error)
+}
+
+/// The `points` of `distance --json`.
+#[pyfunction]
+#[pyo3(signature = (w, b, v, c, x, y, indices, time_limit, max_nodes, threads))]
+#[allow(clippy::too_many_arguments)]
+fn distance_json(
+    py: Python<'_>,
+    w: PyReadonlyArray2<f64>,
+    b: PyReadonlyArray1<f64>,
+    v: PyReadonlyArray1<f64>,
+    c: f64,
+    x: PyReadonlyArray2<f64>,
+    y: PyReadonlyArray1<f64>,
+    indices: Vec<usize>,
+    time_limit: Option<f64>,
+    max_nodes: Option<usize>,
+    threads: Option<usize>,
+) -> PyResult<String> {
+    let net = network(&w, &b, &v)?.with_output_bias(c);
+    let data = dataset(&x, &y)?;
+    if let Some(&i) = indices.iter().find(|&&i| i >= data.n()) {
+        return Err(PyValueError::new_err(format!(
+            "invalid parameter `indices`: {i} ≥ n = {}",
+            data.n()
+        )));
+    }
+    let opts = DistanceOptions {
+        max_nodes: max_nodes.unwrap_or(DistanceOptions::default().max_nodes),
+        time_limit,
+        ..Default::default()
+    };
+    py.detach(|| {
+        net.check_dim(&data)?;
+        let solver = DistanceSolver::new(&net).with_references(&data);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.unwrap_or(0))
+            .build()
+            .map_err(|e| Error::param("threads", e.to_string()))?;
+        let points: Vec<PointDistance> = pool.install(|| {
+            indices
+                .par_iter()
+                .map(|&i| solver.distance(&data.point(i), i, data.y()[i], &opts))
+                .collect::<crate::Result<_>>()
+        })?;
+        Ok(to_json(&points))
+    })
+    .map_err(value_error)
+}
+
+/// The polished (W, b, v) and the `polish --json` report.
+#[pyfunction]
+#[pyo3(signature = (w, b, v, x, y, tol, act_tol, proximal, time_limit, stop_when_certified))]
+#[allow(clippy::too_many_arguments)]
+fn polish_json<'py>(
+    py: Python<'py>,
+    w: PyReadonlyArray2<f64>,
+    b: PyReadonlyArray1<f64>,
+    v: PyReadonlyArray1<f64>,
+    x: PyReadonlyArray2<f64>,
+    y: PyReadonlyArray1<f64>,
+    tol: f64,
+    act_tol: f64,
+    proximal: f64,
+    time_limit: Option<f64>,
+    stop_when_certified: bool,
+) -> PyResult<(Arrays<'py>, String)> {
+    let net = network(&w, &b, &v)?;
+    let data = dataset(&x, &y)?;
+    let opts = PolishOptions {
+        tol,
+        act_tol,
+        proximal,
+        time_limit,
+        stop_when_certified,
+        ..Default::default()
+    };
+    let (polished, report) = py
+        .detach(|| {
+            net.check_dim(&data)?;
+            polish(&net, &data, None, &opts, |_| {}).map(|(n, r)| (n, to_json(&r)))
+        })
+        .map_err(value_error)?;
+    Ok((arrays(py, &polished)?, report))
+}
+
+/// The `attack --json` report of one net.
+#[pyfunction]
+#[pyo3(signature = (w, b, v, c, means, mean_labels, x, y, grid, max_radius))]
+#[allow(clippy::too_many_arguments)]
+fn attack_json(
+    py: Python<'_>,
+    w: PyReadonlyArray2<f64>,
+    b: PyReadonlyArray1<f64>,
+    v: PyReadonlyArray1<f64>,
+    c: f64,
+    means: PyReadonlyArray2<f64>,
+    mean_labels: PyReadonlyArray1<f64>,
+    x: PyReadonlyArray2<f64>,
+    y: PyReadonlyArray1<f64>,
+    grid: usize,
+    max_radius: Option<f64>,
+) -> PyResult<String> {
+    let net = network(&w, &b, &v)?.with_output_bias(c);
+    let data = dataset(&x, &y)?;
+    let means = Means::new(matrix(&means, "means")?, mean_labels.as_array().to_vec())
+        .map_err(value_error)?;
+    py.detach(|| attack(&net, &data, &means, grid, max_radius).map(|r| to_json(&r)))
+        .map_err(value_error)
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(load_net, m)?)?;
+    m.add_function(wrap_pyfunction!(certify_json, m)?)?;
+    m.add_function(wrap_pyfunction!(distance_json, m)?)?;
+    m.add_function(wrap_pyfunction!(polish_json, m)?)?;
+    m.add_function(wrap_pyfunction!(attack_json, m)?)?;
+    Ok(())
+}
