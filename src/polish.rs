@@ -45,6 +45,10 @@ pub struct PolishOptions {
     pub stop_when_certified: bool,
     /// Wall-clock budget, seconds.
     pub time_limit: Option<f64>,
+    /// Work budget: total L-BFGS iterations over all stages. Unlike the
+    /// time limit it stops at the same point on any machine under any load,
+    /// which is what a reproducible sweep needs.
+    pub iteration_budget: Option<usize>,
 }
 
 impl Default for PolishOptions {
@@ -58,6 +62,7 @@ impl Default for PolishOptions {
             max_inner: 500,
             stop_when_certified: false,
             time_limit: Some(120.0),
+            iteration_budget: None,
         }
     }
 }
@@ -235,6 +240,12 @@ pub fn polish(
     let mut best: Option<(Network, Certificate)> = None;
     let mut stages = Vec::new();
     let nst = opts.beta_factors.len();
+    let mut total_iters = 0usize;
+    let out_of_work = |total: usize, t0: &Instant| {
+        opts.time_limit
+            .is_some_and(|t| t0.elapsed().as_secs_f64() > t)
+            || opts.iteration_budget.is_some_and(|b| total >= b)
+    };
     for (k, &factor) in opts.beta_factors.iter().enumerate() {
         let ts = Instant::now();
         let beta = factor / u_scale;
@@ -273,6 +284,7 @@ pub fn polish(
                 );
             }
             iters += min.iterations;
+            total_iters += min.iterations;
             theta = min.x;
             if lag.kappa == 0.0 {
                 lag.prune(&mut theta);
@@ -292,10 +304,7 @@ pub fn polish(
                 lag.rho = (lag.rho * 3.0).min(1e9);
             }
             prev_viol = viol;
-            if opts
-                .time_limit
-                .is_some_and(|t| t0.elapsed().as_secs_f64() > t)
-            {
+            if out_of_work(total_iters, &t0) {
                 break;
             }
         }
@@ -336,11 +345,7 @@ pub fn polish(
         on_stage(&stage);
         let done = stage.verdict == Verdict::Kkt && opts.stop_when_certified;
         stages.push(stage);
-        if done
-            || opts
-                .time_limit
-                .is_some_and(|t| t0.elapsed().as_secs_f64() > t)
-        {
+        if done || out_of_work(total_iters, &t0) {
             break;
         }
     }

@@ -39,9 +39,11 @@ pub struct SweepConfig {
     /// that a seed gives the same report on any machine).
     pub distance_max_nodes: usize,
     /// Safety net for the polish, which otherwise stops at its first
-    /// certified stage (deterministic); hitting it is recorded as
-    /// `polish_hit_time_limit` in the row.
-    pub polish_time_limit: f64,
+    /// certified stage; a net it stops short is visible in the row's
+    /// `kkt_verdict`. A work limit (total
+    /// L-BFGS iterations), not a time limit, so that the same seed gives the
+    /// same report on any machine under any load (and in any shard).
+    pub polish_iteration_budget: usize,
     pub train_steps: usize,
     /// GD initialisation scale (0.1 leaves width-k nets with dead neurons on these fixtures).
     pub init_scale: f64,
@@ -61,7 +63,7 @@ impl SweepConfig {
             means: MeansKind::Orthogonal,
             distance_points: 8,
             distance_max_nodes: 1500,
-            polish_time_limit: 60.0,
+            polish_iteration_budget: 100_000,
             train_steps: 2000,
             init_scale: 0.5,
             grid: 41,
@@ -82,7 +84,7 @@ impl SweepConfig {
             seeds: vec![seed, seed + 1, seed + 2],
             distance_points: 10,
             distance_max_nodes: 1500,
-            polish_time_limit: 120.0,
+            polish_iteration_budget: 200_000,
             ..Self::quick(seed)
         }
     }
@@ -297,7 +299,8 @@ fn fill(row: &mut Row, fx: &Fixture, cfg: &SweepConfig) -> Result<()> {
     row.distance_median = g.distance_median;
     row.kinds.push(("GD".into(), g));
     let popts = PolishOptions {
-        time_limit: Some(cfg.polish_time_limit),
+        time_limit: None,
+        iteration_budget: Some(cfg.polish_iteration_budget),
         stop_when_certified: true,
         ..Default::default()
     };
@@ -448,9 +451,9 @@ fn sci(v: Option<f64>) -> String {
 pub fn markdown(rep: &Report) -> String {
     let mut s = String::from("# kktcert reproduce\n\n");
     s.push_str(&format!(
-        "σ = {}, n = {}·k, widths = {:?}·k, seeds = {:?}, {} exact distances per net (at most {} branch-and-bound nodes each; `bounded` results count with their upper end), polish stops at its first certified stage (safety limit {} s). Run time {:.0} s.\n\n",
+        "σ = {}, n = {}·k, widths = {:?}·k, seeds = {:?}, {} exact distances per net (at most {} branch-and-bound nodes each; `bounded` results count with their upper end), polish stops at its first certified stage (safety limit {} L-BFGS iterations). Run time {:.0} s.\n\n",
         rep.config.sigma, rep.config.n_per_cluster, rep.config.width_factors, rep.config.seeds, rep.config.distance_points,
-        rep.config.distance_max_nodes, rep.config.polish_time_limit, rep.seconds
+        rep.config.distance_max_nodes, rep.config.polish_iteration_budget, rep.seconds
     ));
     s.push_str("Medians are raw Euclidean lengths; `univ` is the exact critical ‖z‖ along Σ y_q μ_q, `dist` the certified minimal ℓ2 flip distance (upper end of the bracket). Assumption 2.2(3) ratio > 1 means the assumption fails.\n\n");
     s.push_str("| k | d | width | seed | test err | KKT ε_rel (δ_rel) | GD univ | GD dist | KKT univ | KKT dist | robust univ | robust dist | √(d/k) | √d/2 | A2.2 ratio | P1–P6 | edge observed |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");

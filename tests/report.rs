@@ -10,7 +10,6 @@ fn mini() -> SweepConfig {
         width_factors: vec![2],
         distance_points: 3,
         distance_max_nodes: 300,
-        polish_time_limit: 60.0,
         ..SweepConfig::quick(3)
     }
 }
