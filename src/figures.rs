@@ -163,8 +163,8 @@ fn critical(rep: &Report, path: &Path) -> Result<()> {
             let slope = rep
                 .slopes
                 .iter()
-                .find(|(n, _)| n == name)
-                .and_then(|(_, s)| *s);
+                .find(|s| s.kind == name)
+                .and_then(|s| s.fit);
             let label = match slope {
                 Some((a, e)) => format!("{name} (slope {a:.2} ± {e:.2})"),
                 None => name.to_string(),

@@ -11,6 +11,7 @@ use crate::audit::{audit, AuditOptions};
 use crate::data::{Fixture, FixtureSpec, LabelRule, MeansKind, FIXTURE_FORMAT};
 use crate::distance::{DistanceOptions, DistanceSolver, PointDistance, Status};
 use crate::error::Result;
+use crate::kkt::Verdict;
 use crate::net::{median_sorted, Evaluation, Network};
 use crate::polish::{polish, PolishOptions};
 use crate::robust::robust_network;
@@ -118,6 +119,12 @@ pub struct Row {
     pub kkt_relative_upper: Option<f64>,
     pub kkt_relative_complementarity: Option<f64>,
     pub kkt_verdict: Option<String>,
+    /// Whether the certifier passed the polished net (`kkt` at the polish
+    /// tolerance); the report never counts an uncertified net as KKT.
+    pub kkt_certified: bool,
+    /// How the KKT net was reached: `sparse` (the min-norm polish, no pull
+    /// toward the GD net).
+    pub kkt_mode: String,
     pub universal_median: Option<f64>,
     pub distance_median: Option<f64>,
     pub kkt_universal_median: Option<f64>,
@@ -137,6 +144,16 @@ pub struct Row {
     pub kinds: Vec<(String, KindResult)>,
 }
 
+/// A fitted log–log slope and the cells it was fitted on.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Slope {
+    pub kind: String,
+    /// Slope and its standard error (null: fewer than 3 usable cells).
+    pub fit: Option<(f64, f64)>,
+    /// Cells in the fit; for `polished`, only cells whose KKT net is certified.
+    pub cells: usize,
+}
+
 /// The whole report.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
@@ -145,8 +162,8 @@ pub struct Report {
     pub shard: Option<ShardInfo>,
     pub config: SweepConfig,
     pub rows: Vec<Row>,
-    /// Fitted log–log slope of the median universal radius against √(d/k), per kind, with its standard error.
-    pub slopes: Vec<(String, Option<(f64, f64)>)>,
+    /// Fitted log–log slope of the median universal radius against √(d/k), per kind.
+    pub slopes: Vec<Slope>,
     pub seconds: f64,
 }
 
@@ -258,6 +275,8 @@ fn cell(
         kkt_relative_upper: None,
         kkt_relative_complementarity: None,
         kkt_verdict: None,
+        kkt_certified: false,
+        kkt_mode: "sparse".into(),
         universal_median: None,
         distance_median: None,
         kkt_universal_median: None,
@@ -309,6 +328,7 @@ fn fill(row: &mut Row, fx: &Fixture, cfg: &SweepConfig) -> Result<()> {
             row.kkt_relative_upper = Some(rep.certificate.relative_upper);
             row.kkt_relative_complementarity = Some(rep.certificate.relative_complementarity);
             row.kkt_verdict = Some(format!("{:?}", rep.certificate.verdict));
+            row.kkt_certified = rep.certificate.verdict == Verdict::Kkt;
             row.polish_seconds = Some(rep.seconds);
             let p = measure(&pol, fx, cfg)?;
             row.kkt_universal_median = p.universal_median;
@@ -383,7 +403,7 @@ fn assemble(config: SweepConfig, mut rows: Vec<Row>, seconds: f64) -> Report {
     rows.sort_by_key(|r| r.cell);
     let slopes = ["GD", "polished", "robust"]
         .iter()
-        .map(|kind| (kind.to_string(), fit_slope(&rows, kind)))
+        .map(|kind| fit_slope(&rows, kind))
         .collect();
     Report {
         shard: None,
@@ -407,10 +427,12 @@ pub fn merge(parts: Vec<Report>) -> Result<Report> {
     Ok(assemble(config, rows, seconds))
 }
 
-/// Least-squares slope of log(median universal radius) on log √(d/k), and its standard error.
-fn fit_slope(rows: &[Row], kind: &str) -> Option<(f64, f64)> {
+/// Least-squares slope of log(median universal radius) on log √(d/k), and
+/// its standard error; the polished kind uses certified cells only.
+fn fit_slope(rows: &[Row], kind: &str) -> Slope {
     let pts: Vec<(f64, f64)> = rows
         .iter()
+        .filter(|r| kind != "polished" || r.kkt_certified)
         .filter_map(|r| {
             let m = r
                 .kinds
@@ -421,6 +443,15 @@ fn fit_slope(rows: &[Row], kind: &str) -> Option<(f64, f64)> {
             Some((r.sqrt_d_over_k.ln(), m.ln()))
         })
         .collect();
+    Slope {
+        kind: kind.into(),
+        fit: least_squares(&pts),
+        cells: pts.len(),
+    }
+}
+
+/// Slope of y on x and its standard error (None: fewer than 3 points or x constant).
+fn least_squares(pts: &[(f64, f64)]) -> Option<(f64, f64)> {
     let n = pts.len() as f64;
     if pts.len() < 3 {
         return None;
@@ -459,20 +490,25 @@ pub fn markdown(rep: &Report) -> String {
     s.push_str("| k | d | width | seed | test err | KKT ε_rel (δ_rel) | GD univ | GD dist | KKT univ | KKT dist | robust univ | robust dist | √(d/k) | √d/2 | A2.2 ratio | P1–P6 | edge observed |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in &rep.rows {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} ({}) | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.1} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} ({}){} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.1} | {} | {} |\n",
             r.k, r.d, r.width, r.seed, opt(r.test_error, 3), sci(r.kkt_relative_upper),
-            sci(r.kkt_relative_complementarity), opt(r.universal_median, 2), opt(r.distance_median, 2),
+            sci(r.kkt_relative_complementarity), if r.kkt_certified { "" } else { " ⚠ NOT certified KKT" }, opt(r.universal_median, 2), opt(r.distance_median, 2),
             opt(r.kkt_universal_median, 2), opt(r.kkt_distance_median, 2), opt(r.robust_universal_median, 2),
             opt(r.robust_distance_median, 2), r.sqrt_d_over_k, r.sqrt_d / 2.0, r.assumption_ratio,
             match r.data_nice { Some(true) => "hold", Some(false) => "fail", None => "—" },
             r.error.as_ref().map_or(r.edge.clone(), |e| format!("FAILED: {e}"))
         ));
     }
-    s.push_str("\n## Fitted slopes of log(median universal ‖z‖) against log √(d/k)\n\n| kind | slope | std. error |\n|---|---|---|\n");
-    for (kind, sl) in &rep.slopes {
-        match sl {
-            Some((a, e)) => s.push_str(&format!("| {kind} | {a:.3} | {e:.3} |\n")),
-            None => s.push_str(&format!("| {kind} | — | — |\n")),
+    s.push_str("\nA KKT column marked ⚠ holds a polished net the certifier did not pass: its numbers describe a near-KKT net, and it is left out of the `polished` slope.\n\n## Fitted slopes of log(median universal ‖z‖) against log √(d/k)\n\n| kind | slope | std. error | cells |\n|---|---|---|---|\n");
+    for sl in &rep.slopes {
+        let cells = if sl.kind == "polished" {
+            format!("{} (certified KKT only)", sl.cells)
+        } else {
+            sl.cells.to_string()
+        };
+        match sl.fit {
+            Some((a, e)) => s.push_str(&format!("| {} | {a:.3} | {e:.3} | {cells} |\n", sl.kind)),
+            None => s.push_str(&format!("| {} | — | — | {cells} |\n", sl.kind)),
         }
     }
     s.push_str("\nThe theorem predicts slope ≈ 1 for trained (KKT) nets and critical radii ≥ √d/2 for the robust net, under Assumption 2.2 — which fails at every size here (see the ratio column), so these rows test the prediction outside its hypotheses.\n\nFigures: `figures/flip_rate.svg`, `figures/critical_vs_scale.svg`, `figures/distance_hist.svg`.\n");

@@ -131,6 +131,18 @@ pub fn csv(rows: &[SeriesRow]) -> String {
     s
 }
 
+/// Tick values for a log axis: the round ones when there are enough,
+/// otherwise five geometrically spaced values (narrow ranges).
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let round = nice_points(lo, hi);
+    if round.len() >= 3 {
+        return round;
+    }
+    (0..5)
+        .map(|i| lo * (hi / lo).powf((i as f64 + 0.5) / 5.0))
+        .collect()
+}
+
 /// ε_rel (upper end, with the lower end as a band) and the normalised margin
 /// against the GD step, log–log, in two panels. Rows without a positive step
 /// (the initialisation) or with a misclassifying net are left out.
@@ -186,7 +198,8 @@ pub fn write_path_figure(rows: &[SeriesRow], path: &Path) -> Result<()> {
             .map_err(plot_err)?;
         top.configure_mesh()
             .y_desc("ε_rel (certified)")
-            .y_label_formatter(&|v| format!("{v:.0e}"))
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.3}"))
             .draw()
             .map_err(plot_err)?;
         let blue = RGBColor(31, 119, 180);
@@ -213,14 +226,15 @@ pub fn write_path_figure(rows: &[SeriesRow], path: &Path) -> Result<()> {
                 xs(),
                 (m0 * 0.8..m1 * 1.25)
                     .log_scale()
-                    .with_key_points(nice_points(m0 * 0.8, m1 * 1.25)),
+                    .with_key_points(log_ticks(m0 * 0.8, m1 * 1.25)),
             )
             .map_err(plot_err)?;
         bottom
             .configure_mesh()
             .x_desc("GD step")
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .y_desc("min q / ‖θ‖²")
-            .y_label_formatter(&|v| format!("{v:.1e}"))
+            .y_label_formatter(&|v| format!("{v:.3}"))
             .draw()
             .map_err(plot_err)?;
         let red = RGBColor(214, 39, 40);
