@@ -705,7 +705,33 @@ pub fn certify(
     norm: Norm,
     opts: &CertifyOptions,
 ) -> Result<Certificate> {
+    let (n, m) = (data.n() as f64, net.width() as f64);
+    // U, ReLU(U) and the strict pattern, n×m each, plus the products with E.
+    let base = 8.0 * 5.0 * n * m;
+    crate::resources::ensure_fits(
+        &format!(
+            "certify ({} training points, {} neurons)",
+            data.n(),
+            net.width()
+        ),
+        base,
+        "certify a subset of the training points, or run on a machine with more memory",
+    )?;
     let sys = KktSystem::new(net, data, opts)?;
+    if norm == Norm::L2 {
+        // The N×N Gram system (N = n + ambiguous pairs): H, three n×n
+        // products and the QP's factorisation.
+        let nv = sys.nvars() as f64;
+        crate::resources::ensure_fits(
+            &format!(
+                "the ℓ2 certificate's {}×{} Gram system",
+                sys.nvars(),
+                sys.nvars()
+            ),
+            base + 8.0 * (3.0 * n * n + 3.0 * nv * nv),
+            "certify a subset of the training points (the working-set method for large n is not built yet), or run on a machine with more memory",
+        )?;
+    }
     match norm {
         Norm::L2 => sys.certify_l2(opts),
         Norm::Linf => sys.certify_linf(opts),

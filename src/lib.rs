@@ -21,6 +21,7 @@ pub mod net;
 pub mod onnx;
 pub mod polish;
 pub mod report;
+pub mod resources;
 pub mod robust;
 pub mod series;
 pub mod shard;

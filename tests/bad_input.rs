@@ -296,3 +296,37 @@ fn negative_sigma_and_too_few_clusters() {
         &["labels", "both labels"],
     );
 }
+
+#[test]
+fn certificate_too_large_for_memory_is_refused_not_aborted() {
+    let fx = fixture("tiny");
+    let t = tempfile::tempdir().unwrap();
+    let net = t.path().join("net.safetensors");
+    ok(&[
+        "train",
+        "--data",
+        s(&fx.join("train.safetensors")),
+        "--width",
+        "8",
+        "--out",
+        s(&net),
+    ]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kktcert"))
+        .args([
+            "certify",
+            "--net",
+            s(&net),
+            "--data",
+            s(&fx.join("train.safetensors")),
+        ])
+        .env("KKTCERT_MEMORY_LIMIT", "2K")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("`memory`") && err.contains("needs about") && err.contains("is available"),
+        "{err}"
+    );
+}
