@@ -178,6 +178,14 @@ impl Search<'_> {
         let mut fixed = Vec::new();
         for j in 0..m {
             let a = self.net.v()[j].abs();
+            if self.wnorm[j] == 0.0 {
+                // A constant neuron (w_j = 0: an output bias in disguise, or
+                // a dead neuron) adds s0·v_j·ReLU(b_j) everywhere. Folding it
+                // into the constant keeps a zero row out of the dual's Gram
+                // matrix, where it made the QP singular and the bound stall.
+                h0 += self.s0 * self.net.v()[j] * relu(self.u0[j]);
+                continue;
+            }
             match (self.roles[j], eff[j]) {
                 (Role::Help, _) => {
                     let (_, h) = self.range(j, r);
@@ -200,16 +208,34 @@ impl Search<'_> {
                 (Role::Idle, _) => {}
             }
         }
+        if h0 > 0.0 && gamma.iter().all(|&g| g == 0.0) {
+            // The output row reads Σ c_j t_j + h0 ≤ 0 with t ≥ 0 and h0 > 0
+            // (a positive constant neuron, nothing hurting left active): no
+            // δ flips this piece. Its dual is unbounded, which the QP cannot
+            // report, so the node is closed here with an infinite bound.
+            return NodeSol {
+                lb: f64::INFINITY,
+                delta: DVector::zeros(self.x0.len()),
+                branch: None,
+            };
+        }
         // Rows: 0 = output, then helping (w_j, u_j0), then fixed (s·w_j, s·u_j0).
         // Rows are scaled for conditioning: the output row by 1/κ (κ the
-        // largest |v_j|), helping rows by |v_j|/κ (so their dual bound reads
-        // α_j ≤ μ0), sign rows to unit normals.
+        // largest |v_j|), helping and sign rows to unit normals. A helping
+        // row's dual variable is then bounded by α_j ≤ (|v_j|‖w_j‖/κ)·μ0: the
+        // coefficient sits in the constraint, not in the Gram matrix, so a
+        // neuron with a tiny |v_j| (a nearly cancelled pair) does not make
+        // the QP ill-conditioned.
         let kappa = self.net.v().amax();
         gamma /= kappa;
         h0 /= kappa;
+        let caps: Vec<f64> = help
+            .iter()
+            .map(|&j| self.net.v()[j].abs() / kappa / self.unit(j))
+            .collect();
         let rows: Vec<(usize, f64)> = help
             .iter()
-            .map(|&j| (j, self.net.v()[j].abs() / kappa))
+            .map(|&j| (j, self.unit(j)))
             .chain(fixed.iter().copied())
             .collect();
         let k = 1 + rows.len();
@@ -235,16 +261,16 @@ impl Search<'_> {
         for a in 1..k {
             rv[a] += tighten * hm[(a, a)].sqrt();
         }
-        // α_j − c_j μ0 ≤ 0 for the helping rows.
+        // α_j − cap_j μ0 ≤ 0 for the helping rows.
         let mut am = DMatrix::zeros(help.len(), k);
-        for a in 0..help.len() {
+        for (a, &cap) in caps.iter().enumerate() {
             am[(a, a + 1)] = 1.0;
-            am[(a, 0)] = -1.0;
+            am[(a, 0)] = -cap;
         }
         let sol = qp_nonneg_with(&hm, &rv, &am, &DVector::zeros(help.len()), finish);
         let mut z = sol.z;
-        for a in 1..=help.len() {
-            z[a] = z[a].min(z[0]);
+        for (a, &cap) in caps.iter().enumerate() {
+            z[a + 1] = z[a + 1].min(cap * z[0]);
         }
         // δ = −Mᵀz = −Wᵀ(Cᵀz).
         let mut ctz = &gamma * z[0];
@@ -321,7 +347,10 @@ impl Ord for Entry {
 
 /// Precomputed per-network data for many points.
 pub struct DistanceSolver<'a> {
-    net: &'a Network,
+    /// The network as given: witnesses are confirmed on it.
+    original: &'a Network,
+    /// The same function with exact duplicates merged (what is searched).
+    net: Network,
     kmat: DMatrix<f64>,
     wnorm: Vec<f64>,
     /// Points of known other sign used to seed the incumbent (may be empty).
@@ -332,10 +361,12 @@ pub struct DistanceSolver<'a> {
 
 impl<'a> DistanceSolver<'a> {
     /// Prepares the search for `net`.
-    pub fn new(net: &'a Network) -> Self {
+    pub fn new(original: &'a Network) -> Self {
+        let net = original.merged_duplicates();
         let kmat = net.w() * net.w().transpose();
         let wnorm = (0..net.width()).map(|j| net.w().row(j).norm()).collect();
         Self {
+            original,
             net,
             kmat,
             wnorm,
@@ -364,7 +395,7 @@ impl<'a> DistanceSolver<'a> {
                 self.net.dim()
             )));
         }
-        let out = self.net.output(x0);
+        let out = self.original.output(x0);
         let s0 = out.signum();
         let roles = (0..self.net.width())
             .map(|j| {
@@ -379,7 +410,7 @@ impl<'a> DistanceSolver<'a> {
             })
             .collect();
         Ok(Search {
-            net: self.net,
+            net: &self.net,
             kmat: &self.kmat,
             x0: x0.clone(),
             s0,
@@ -392,7 +423,7 @@ impl<'a> DistanceSolver<'a> {
     /// Cheap attacks: rays along the input gradient, given directions,
     /// neuron normals, and segments toward reference points of the other sign.
     fn seed(&self, s: &Search) -> Option<(f64, DVector<f64>)> {
-        let net = self.net;
+        let net = &self.net;
         let mut dirs: Vec<DVector<f64>> = Vec::new();
         let grad = (0..net.width())
             .filter(|&j| s.u0[j] > 0.0)
@@ -451,7 +482,7 @@ impl<'a> DistanceSolver<'a> {
     ) -> Result<PointDistance> {
         let t0 = Instant::now();
         let s = self.search(x0)?;
-        let output = self.net.output(x0);
+        let output = self.original.output(x0);
         let mut res = PointDistance {
             index,
             label,
@@ -587,6 +618,10 @@ impl<'a> DistanceSolver<'a> {
         if let Some(top) = heap.peek() {
             lower = lower.min(top.lb);
         }
+        let confirmed = self.confirm(&s, &best.1);
+        if let Some(c) = &confirmed {
+            best = c.clone();
+        }
         let upper = best.0;
         let lower = lower.min(upper);
         res.unstable_hurting = (0..self.net.width())
@@ -599,9 +634,9 @@ impl<'a> DistanceSolver<'a> {
             .count();
         res.upper = Some(upper);
         res.lower = Some(lower);
-        res.witness_output = Some(s.out(&best.1));
+        res.witness_output = Some(s.s0 * self.original.output(&best.1));
         res.witness = Some(best.1.iter().copied().collect());
-        let exact = upper - lower <= opts.rel_gap * upper.max(1.0);
+        let exact = confirmed.is_some() && upper - lower <= opts.rel_gap * upper.max(1.0);
         res.status = if exact {
             Status::Exact
         } else {
@@ -610,10 +645,28 @@ impl<'a> DistanceSolver<'a> {
         res.reason = if exact {
             None
         } else {
-            Some(stopped.unwrap_or_else(|| "gap not closed".into()))
+            Some(stopped.unwrap_or_else(|| {
+                if confirmed.is_some() {
+                    "gap not closed".into()
+                } else {
+                    "the witness flips the merged network but a forward pass of the original did not confirm it".into()
+                }
+            }))
         };
         res.seconds = t0.elapsed().as_secs_f64();
         Ok(res)
+    }
+
+    /// The witness `x` confirmed by a fresh forward pass of the network as
+    /// given (the search ran on its merged form, which differs by the
+    /// rounding of summed output weights), pushed outward along x − x0 by
+    /// at most 1e-10 relative if rounding needs it.
+    fn confirm(&self, s: &Search, x: &DVector<f64>) -> Option<(f64, DVector<f64>)> {
+        let delta = x - &s.x0;
+        [0.0, 1e-13, 1e-12, 1e-11, 1e-10].iter().find_map(|&push| {
+            let y = &s.x0 + &delta * (1.0 + push);
+            (s.s0 * self.original.output(&y) <= 0.0).then(|| ((&y - &s.x0).norm(), y))
+        })
     }
 
     /// When the attacks found nothing: decide every convex piece (one per

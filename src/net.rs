@@ -135,6 +135,48 @@ impl Network {
         Network { w, b, v }
     }
 
+    /// The same function with exact duplicates merged: neurons with
+    /// bit-identical (w_j, b_j) become one with Σ v_j, and neurons whose
+    /// output weight is then 0 are dropped (at least one neuron is kept).
+    /// Cancelling pairs and copies are what makes a branch-and-bound over
+    /// neurons degenerate; after merging, each hyperplane appears once. The
+    /// outputs agree with the original up to the rounding of the summed v.
+    pub fn merged_duplicates(&self) -> Network {
+        let (m, d) = (self.width(), self.dim());
+        let mut order: Vec<(Vec<u64>, f64)> = Vec::new();
+        let mut index: std::collections::HashMap<Vec<u64>, usize> =
+            std::collections::HashMap::new();
+        for j in 0..m {
+            let key: Vec<u64> = self
+                .w
+                .row(j)
+                .iter()
+                .chain(std::iter::once(&self.b[j]))
+                .map(|x| (x + 0.0).to_bits())
+                .collect();
+            match index.get(&key) {
+                Some(&k) => order[k].1 += self.v[j],
+                None => {
+                    index.insert(key.clone(), order.len());
+                    order.push((key, self.v[j]));
+                }
+            }
+        }
+        order.retain(|(_, v)| *v != 0.0);
+        if order.is_empty() {
+            return Network {
+                w: DMatrix::zeros(1, d),
+                b: DVector::zeros(1),
+                v: DVector::zeros(1),
+            };
+        }
+        let k = order.len();
+        let w = DMatrix::from_fn(k, d, |r, c| f64::from_bits(order[r].0[c]));
+        let b = DVector::from_fn(k, |r, _| f64::from_bits(order[r].0[d]));
+        let v = DVector::from_fn(k, |r, _| order[r].1);
+        Network { w, b, v }
+    }
+
     /// θ flattened: W row-major, then b, then v.
     pub fn flat(&self) -> Vec<f64> {
         let mut t = crate::data::row_major(&self.w);

@@ -258,3 +258,92 @@ fn robust_net_on_std_is_about_half_sqrt_d() {
         assert!((dist - sd / 2.0).abs() < 3.0, "point {i}: {dist}");
     }
 }
+
+/// A small random net with one planted degeneracy: a constant neuron (an
+/// output bias in disguise), a zero neuron, a duplicated neuron, or a
+/// cancelling pair (same (w, b), opposite v).
+fn degenerate_net(rng: &mut ChaCha8Rng, kind: usize) -> Network {
+    let m = rng.gen_range(2..=8);
+    let d = rng.gen_range(1..=6);
+    let mut w = DMatrix::from_fn(m, d, |_, _| rng.gen_range(-1.0..1.0));
+    let mut b = DVector::from_fn(m, |_, _| rng.gen_range(-1.0..1.0));
+    let mut v = DVector::from_fn(m, |_, _| rng.gen_range(-1.0..1.0));
+    let last = m - 1;
+    match kind {
+        0 => {
+            w.row_mut(last).fill(0.0);
+            b[last] = rng.gen_range(0.05..1.0);
+        }
+        1 => {
+            w.row_mut(last).fill(0.0);
+            b[last] = 0.0;
+        }
+        2 => {
+            let row = w.row(0).into_owned();
+            w.row_mut(last).copy_from(&row);
+            b[last] = b[0];
+        }
+        _ => {
+            let row = w.row(0).into_owned();
+            w.row_mut(last).copy_from(&row);
+            b[last] = b[0];
+            v[last] = -v[0];
+        }
+    }
+    Network::new(w, b, v).unwrap()
+}
+
+/// Counts (bounded, wrong, checked) over `count` degenerate instances.
+fn degenerate_census(seeds: std::ops::Range<u64>) -> (usize, usize, usize) {
+    let (mut bounded, mut wrong, mut checked) = (0, 0, 0);
+    for seed in seeds {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let net = degenerate_net(&mut rng, (seed % 4) as usize);
+        let x0 = DVector::from_fn(net.dim(), |_, _| rng.gen_range(-1.0..1.0));
+        if net.output(&x0) == 0.0 {
+            continue;
+        }
+        let want = brute_force(&net, &x0);
+        if want.is_some_and(|w| w > 100.0) {
+            continue;
+        }
+        let got = DistanceSolver::new(&net)
+            .distance(&x0, 0, 1.0, &DistanceOptions::default())
+            .unwrap();
+        checked += 1;
+        match (want, got.status) {
+            (None, Status::NoFlip) => {}
+            (None, _) => wrong += 1,
+            (Some(_), Status::Bounded) => {
+                bounded += 1;
+                eprintln!(
+                    "seed {seed} kind {}: bounded {:?} {:?} {:?}",
+                    seed % 4,
+                    got.lower,
+                    got.upper,
+                    got.reason
+                );
+            }
+            (Some(w), Status::Exact) => {
+                if (got.upper.unwrap() - w).abs() > 1e-9 * w.max(1.0) {
+                    wrong += 1;
+                    eprintln!("seed {seed}: wrong {w} vs {:?}", got.upper);
+                }
+            }
+            (Some(_), _) => wrong += 1,
+        }
+    }
+    (bounded, wrong, checked)
+}
+
+#[test]
+fn degenerate_nets_end_exact() {
+    let n = std::env::var("KKTCERT_DEGENERATE_TESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000u64);
+    let (bounded, wrong, checked) = degenerate_census(0..n);
+    assert!(checked as f64 > 0.8 * n as f64, "{checked} of {n} checked");
+    assert_eq!(wrong, 0, "{wrong} wrong of {checked}");
+    assert_eq!(bounded, 0, "{bounded} bounded of {checked}");
+}
