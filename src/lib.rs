@@ -25,6 +25,7 @@ pub mod resources;
 pub mod robust;
 pub mod series;
 pub mod shard;
+pub mod span;
 pub mod tensors;
 pub mod train;
 

@@ -23,9 +23,45 @@ use crate::error::{Error, Result};
 use crate::kkt::{certify, Certificate, CertifyOptions, Norm, Verdict};
 use crate::lbfgs::minimize;
 use crate::net::{median_sorted, Activation, Network};
+use crate::span::Span;
 use nalgebra::DVector;
 use serde::Serialize;
 use std::time::Instant;
+
+/// Which KKT point the polish heads for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolishMode {
+    /// Near the given checkpoint: a proximal pull κ₀‖θ − θ₀‖²/2 toward the
+    /// starting direction, fading ×0.1 per stage and absent in the last —
+    /// the KKT point gradient descent is heading for, not a different one.
+    Near,
+    /// No pull: the continuation runs to whichever KKT point its smoothing
+    /// finds, typically a sparse one with few live neurons.
+    Sparse,
+}
+
+impl PolishMode {
+    /// Parses `near` or `sparse`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "near" => Ok(Self::Near),
+            "sparse" => Ok(Self::Sparse),
+            _ => Err(Error::param(
+                "mode",
+                format!("`{s}`, expected near or sparse"),
+            )),
+        }
+    }
+
+    /// The name used in reports and metadata.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Near => "near",
+            Self::Sparse => "sparse",
+        }
+    }
+}
 
 /// Options of [`polish`].
 #[derive(Clone, Debug, Serialize)]
@@ -35,7 +71,9 @@ pub struct PolishOptions {
     /// Certificate options for the stage reports and the verdict.
     pub tol: f64,
     pub act_tol: f64,
-    /// κ₀ of the proximal term toward the starting direction (0: off).
+    /// Which KKT point to head for.
+    pub mode: PolishMode,
+    /// κ₀ of the near mode's proximal term toward the starting direction.
     pub proximal: f64,
     /// Augmented-Lagrangian rounds per stage.
     pub max_outer: usize,
@@ -57,7 +95,8 @@ impl Default for PolishOptions {
             beta_factors: (1..=9).map(|k| 4f64.powi(k)).collect(),
             tol: 1e-4,
             act_tol: 1e-4,
-            proximal: 0.0,
+            mode: PolishMode::Near,
+            proximal: 1.0,
             max_outer: 30,
             max_inner: 500,
             stop_when_certified: false,
@@ -87,6 +126,11 @@ pub struct Stage {
 pub struct Movement {
     /// cos∠(θ_start, θ_polished).
     pub cosine: f64,
+    /// The largest cosine any KKT point can have with θ_start:
+    /// ‖P θ_start‖/‖θ_start‖, P projecting each w_j onto span{x_i} (where
+    /// every KKT point's w_j lies). The part of w_j outside the span — what
+    /// GD keeps from its initialisation — caps how near a KKT point can be.
+    pub cosine_bound: f64,
     pub train_agreement: f64,
     pub test_agreement: Option<f64>,
     pub live_neurons_before: usize,
@@ -211,6 +255,21 @@ pub fn polish(
         ));
     }
     let start_cert = judge(&start, train, opts)?;
+    if start_cert.verdict == Verdict::Kkt && opts.mode == PolishMode::Near {
+        // Already a certified KKT point: the nearest one is itself.
+        let movement = movement(&start, &start, 0.0, train, test);
+        return Ok((
+            start,
+            PolishReport {
+                options: opts.clone(),
+                start: start_cert.clone(),
+                stages: Vec::new(),
+                certificate: start_cert,
+                movement,
+                seconds: t0.elapsed().as_secs_f64(),
+            },
+        ));
+    }
     let mut abs_u: Vec<f64> = start
         .preactivations(train.x())
         .iter()
@@ -223,16 +282,39 @@ pub fn polish(
     } else {
         median_sorted(&abs_u)
     };
-    let theta0 = flat(&start);
-    let (m, d) = (start.width(), start.dim());
+    // The span form (crate::span) when it is smaller: the optimiser works on
+    // (C, b, v) over Z; W⊥ only decays toward its proximal anchor.
+    let span = (train.n() < train.d()).then(|| Span::of(train.x()));
+    let reduced_data;
+    let (data, reduced, perp0) = match &span {
+        Some(sp) => {
+            let (c, perp) = sp.project(train.x(), start.w());
+            reduced_data = Dataset::new(sp.coords().clone(), train.y().to_vec(), None)?;
+            let net = Network::new(c, start.b().clone(), start.v().clone())?;
+            (&reduced_data, net, Some(perp))
+        }
+        None => (train, start.clone(), None),
+    };
+    let kappa0 = match opts.mode {
+        PolishMode::Near => opts.proximal,
+        PolishMode::Sparse => 0.0,
+    };
+    // The full network for reduced parameters at proximal weight κ: the
+    // minimiser of ½‖W⊥‖² + κ/2‖W⊥ − W⊥₀‖² is κ/(1+κ)·W⊥₀.
+    let full = |net: &Network, kappa: f64| match (&span, &perp0) {
+        (Some(sp), Some(p)) => sp.full_net(train.x(), net, &(p * (kappa / (1.0 + kappa)))),
+        _ => net.clone(),
+    };
+    let theta0 = flat(&reduced);
+    let (m, d) = (reduced.width(), reduced.dim());
     let blocks = [0..m * d, m * d..m * d + m, m * d + m..m * (d + 2)];
     let mut lag = Lagrangian {
-        data: train,
-        m: start.width(),
+        data,
+        m,
         act: Activation::Relu,
         lambda: DVector::from_vec(start_cert.lambda.clone()),
         rho: 10.0,
-        kappa: opts.proximal,
+        kappa: kappa0,
         anchor: theta0.clone(),
         mask: DVector::from_element(theta0.len(), 1.0),
     };
@@ -253,7 +335,7 @@ pub fn polish(
         lag.kappa = if k + 1 == nst {
             0.0
         } else {
-            opts.proximal * 0.1f64.powi(k as i32)
+            kappa0 * 0.1f64.powi(k as i32)
         };
         let mut iters = 0;
         let mut prev_viol = f64::INFINITY;
@@ -308,7 +390,7 @@ pub fn polish(
                 break;
             }
         }
-        let relu_net = lag.net(&theta);
+        let relu_net = full(&lag.net(&theta), lag.kappa);
         let stage = match judge(&relu_net, train, opts) {
             Ok(cert) => {
                 let st = Stage {
@@ -352,7 +434,8 @@ pub fn polish(
     let (polished, certificate) = best.ok_or_else(|| {
         Error::Numerical("polish produced no network that classifies the training set".into())
     })?;
-    let movement = movement(&start, &polished, train, test);
+    let perp_sq = perp0.as_ref().map_or(0.0, |p| p.norm_squared());
+    let movement = movement(&start, &polished, perp_sq, train, test);
     Ok((
         polished,
         PolishReport {
@@ -378,10 +461,18 @@ fn agreement(a: &Network, b: &Network, data: &Dataset) -> f64 {
     same as f64 / data.n() as f64
 }
 
-fn movement(start: &Network, end: &Network, train: &Dataset, test: Option<&Dataset>) -> Movement {
+fn movement(
+    start: &Network,
+    end: &Network,
+    perp_sq: f64,
+    train: &Dataset,
+    test: Option<&Dataset>,
+) -> Movement {
     let (a, b) = (flat(start), flat(end));
+    let norm_sq = a.norm_squared();
     Movement {
         cosine: a.dot(&b) / (a.norm() * b.norm()),
+        cosine_bound: ((norm_sq - perp_sq).max(0.0) / norm_sq).sqrt(),
         train_agreement: agreement(start, end, train),
         test_agreement: test.map(|t| agreement(start, end, t)),
         live_neurons_before: start.live_neurons(LIVE_REL),

@@ -14,7 +14,7 @@ use crate::distance::{DistanceOptions, DistanceSolver, PointDistance};
 use crate::error::Error;
 use crate::kkt::{certificates_json, certify, CertifyOptions, Norm};
 use crate::net::Network;
-use crate::polish::{polish, PolishOptions};
+use crate::polish::{polish, PolishMode, PolishOptions};
 use nalgebra::{DMatrix, DVector};
 use numpy::{PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
@@ -187,7 +187,7 @@ fn distance_json(
 
 /// The polished (W, b, v) and the `polish --json` report.
 #[pyfunction]
-#[pyo3(signature = (w, b, v, x, y, tol, act_tol, proximal, time_limit, stop_when_certified))]
+#[pyo3(signature = (w, b, v, x, y, tol, act_tol, mode, proximal, time_limit, stop_when_certified))]
 #[allow(clippy::too_many_arguments)]
 fn polish_json<'py>(
     py: Python<'py>,
@@ -198,6 +198,7 @@ fn polish_json<'py>(
     y: PyReadonlyArray1<f64>,
     tol: f64,
     act_tol: f64,
+    mode: &str,
     proximal: f64,
     time_limit: Option<f64>,
     stop_when_certified: bool,
@@ -207,6 +208,7 @@ fn polish_json<'py>(
     let opts = PolishOptions {
         tol,
         act_tol,
+        mode: PolishMode::parse(mode).map_err(value_error)?,
         proximal,
         time_limit,
         stop_when_certified,

@@ -13,7 +13,7 @@ use crate::distance::{DistanceOptions, DistanceSolver, PointDistance, Status};
 use crate::error::Result;
 use crate::kkt::Verdict;
 use crate::net::{median_sorted, Evaluation, Network};
-use crate::polish::{polish, PolishOptions};
+use crate::polish::{polish, PolishMode, PolishOptions};
 use crate::robust::robust_network;
 use crate::shard::{Shard, ShardInfo};
 use crate::tensors::{write_atomic, write_json};
@@ -45,6 +45,8 @@ pub struct SweepConfig {
     /// L-BFGS iterations), not a time limit, so that the same seed gives the
     /// same report on any machine under any load (and in any shard).
     pub polish_iteration_budget: usize,
+    /// Which KKT point the polish heads for (`near`: the one GD is heading for).
+    pub polish_mode: PolishMode,
     pub train_steps: usize,
     /// GD initialisation scale (0.1 leaves width-k nets with dead neurons on these fixtures).
     pub init_scale: f64,
@@ -65,6 +67,7 @@ impl SweepConfig {
             distance_points: 8,
             distance_max_nodes: 1500,
             polish_iteration_budget: 100_000,
+            polish_mode: PolishMode::Near,
             train_steps: 2000,
             init_scale: 0.5,
             grid: 41,
@@ -122,8 +125,8 @@ pub struct Row {
     /// Whether the certifier passed the polished net (`kkt` at the polish
     /// tolerance); the report never counts an uncertified net as KKT.
     pub kkt_certified: bool,
-    /// How the KKT net was reached: `sparse` (the min-norm polish, no pull
-    /// toward the GD net).
+    /// How the KKT net was reached: `near` (pulled toward the GD net) or
+    /// `sparse` (no pull).
     pub kkt_mode: String,
     pub universal_median: Option<f64>,
     pub distance_median: Option<f64>,
@@ -276,7 +279,7 @@ fn cell(
         kkt_relative_complementarity: None,
         kkt_verdict: None,
         kkt_certified: false,
-        kkt_mode: "sparse".into(),
+        kkt_mode: cfg.polish_mode.name().into(),
         universal_median: None,
         distance_median: None,
         kkt_universal_median: None,
@@ -320,6 +323,7 @@ fn fill(row: &mut Row, fx: &Fixture, cfg: &SweepConfig) -> Result<()> {
     let popts = PolishOptions {
         time_limit: None,
         iteration_budget: Some(cfg.polish_iteration_budget),
+        mode: cfg.polish_mode,
         stop_when_certified: true,
         ..Default::default()
     };

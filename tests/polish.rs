@@ -85,6 +85,72 @@ fn train_with_polish_saves_a_certified_checkpoint() {
     assert!(text.contains("→ Kkt"), "{text}");
     let ck = kktcert::checkpoint::Checkpoint::load(&out).unwrap();
     assert_eq!(ck.metadata["kkt_verdict"], "Kkt");
+    assert_eq!(ck.metadata["polish_mode"], "near");
     let rel: f64 = ck.metadata["kkt_relative_upper"].parse().unwrap();
     assert!(rel <= 1e-4, "{rel}");
+}
+
+#[test]
+fn near_mode_leaves_a_kkt_point_where_it_is() {
+    let data = Dataset::load(&fixture("tiny").join("train.safetensors")).unwrap();
+    let net = train(
+        &data,
+        &TrainConfig {
+            width: 8,
+            ..Default::default()
+        },
+        |_, _, _| Ok(()),
+    )
+    .unwrap()
+    .net;
+    let opts = PolishOptions {
+        stop_when_certified: true,
+        ..Default::default()
+    };
+    let (kkt, rep) = polish(&net, &data, None, &opts, |_| {}).unwrap();
+    assert_eq!(rep.certificate.verdict, Verdict::Kkt);
+    assert!(rep.movement.cosine <= rep.movement.cosine_bound + 1e-12);
+    let (again, rep2) = polish(&kkt, &data, None, &opts, |_| {}).unwrap();
+    assert!(
+        rep2.movement.cosine >= 1.0 - 1e-9,
+        "{}",
+        rep2.movement.cosine
+    );
+    // The same function (the start is only re-balanced, which ReLU's
+    // homogeneity leaves invisible).
+    let (qa, qk) = (again.margins(&data), kkt.margins(&data));
+    let diff = qa
+        .iter()
+        .zip(&qk)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(diff < 1e-9, "{diff}");
+}
+
+#[test]
+fn cosine_bound_is_the_start_outside_the_span() {
+    // d > n: the span form is active; a KKT point cannot beat the bound.
+    let data = Dataset::load(&fixture("small").join("train.safetensors")).unwrap();
+    assert!(data.n() < data.d());
+    let net = train(
+        &data,
+        &TrainConfig {
+            width: 12,
+            ..Default::default()
+        },
+        |_, _, _| Ok(()),
+    )
+    .unwrap()
+    .net;
+    let opts = PolishOptions {
+        stop_when_certified: true,
+        ..Default::default()
+    };
+    let (_, rep) = polish(&net, &data, None, &opts, |_| {}).unwrap();
+    assert_eq!(rep.certificate.verdict, Verdict::Kkt);
+    let mv = &rep.movement;
+    assert!(
+        mv.cosine_bound < 1.0 && mv.cosine <= mv.cosine_bound + 1e-12,
+        "{mv:?}"
+    );
 }

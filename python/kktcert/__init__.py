@@ -86,12 +86,13 @@ def distance(W, b, v, X, y=None, indices=None, time_limit=60.0, max_nodes=None, 
     return json.loads(out)
 
 
-def polish(W, b, v, X, y, tol=1e-4, act_tol=1e-4, proximal=0.0, time_limit=120.0, stop_when_certified=False):
+def polish(W, b, v, X, y, tol=1e-4, act_tol=1e-4, mode="near", proximal=1.0, time_limit=120.0, stop_when_certified=False):
     """Polish toward a certified KKT point: (W, b, v, report) with the report
-    of ``kktcert polish --json``."""
+    of ``kktcert polish --json``. ``mode="near"`` finds one close to the
+    given net (the one GD is heading for); ``"sparse"`` has no pull."""
     W, b, v = _net(W, b, v)
     (W2, b2, v2), rep = _native.polish_json(
-        W, b, v, _f64(X, "X", 2), _f64(y, "y", 1), float(tol), float(act_tol), float(proximal), time_limit, bool(stop_when_certified)
+        W, b, v, _f64(X, "X", 2), _f64(y, "y", 1), float(tol), float(act_tol), str(mode), float(proximal), time_limit, bool(stop_when_certified)
     )
     return W2, b2, v2, json.loads(rep)
 

@@ -3,7 +3,7 @@
 use super::{parse_list, record_certificate, NetFormat};
 use kktcert::checkpoint::Checkpoint;
 use kktcert::data::Dataset;
-use kktcert::polish::{polish, PolishOptions};
+use kktcert::polish::{polish, PolishMode, PolishOptions};
 use kktcert::tensors::write_json;
 use kktcert::Result;
 use std::path::PathBuf;
@@ -28,8 +28,12 @@ pub struct Args {
     /// τ_act of the certificate (Clarke ambiguity for pairs on a kink).
     #[arg(long, default_value_t = PolishOptions::default().act_tol)]
     act_tol: f64,
-    /// κ₀ of the proximal term that keeps the polish near the start (0: off).
-    #[arg(long, default_value_t = 0.0)]
+    /// near: a certified KKT point close to the checkpoint (the one GD is
+    /// heading for); sparse: no pull toward the start.
+    #[arg(long, default_value = PolishOptions::default().mode.name())]
+    mode: String,
+    /// κ₀ of the near mode's proximal term (fading ×0.1 per stage).
+    #[arg(long, default_value_t = PolishOptions::default().proximal)]
     proximal: f64,
     /// Comma-separated β factors (β = factor / median|u_ij|).
     #[arg(long)]
@@ -54,6 +58,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut opts = PolishOptions {
         tol: a.tol,
         act_tol: a.act_tol,
+        mode: PolishMode::parse(&a.mode)?,
         proximal: a.proximal,
         stop_when_certified: a.stop_when_certified,
         time_limit: Some(a.time_limit),
@@ -82,8 +87,9 @@ pub fn run(a: Args) -> Result<()> {
         rep.start.relative_lower, rep.start.relative_upper, c.relative_lower, c.relative_upper, c.relative_complementarity, c.verdict, rep.seconds
     );
     println!(
-        "moved: cos(θ0, θ) = {:.4}, train agreement {:.4}, test agreement {}, live neurons {} → {}",
+        "moved: cos(θ0, θ) = {:.4} (no KKT point can exceed {:.4}: the start's part outside span{{x_i}}), train agreement {:.4}, test agreement {}, live neurons {} → {}",
         mv.cosine,
+        mv.cosine_bound,
         mv.train_agreement,
         mv.test_agreement.map_or("-".into(), |t| format!("{t:.4}")),
         mv.live_neurons_before,
@@ -92,6 +98,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut meta = ck.metadata.clone();
     meta.insert("producer".into(), "kktcert polish".into());
     meta.insert("polished_from".into(), a.net.display().to_string());
+    meta.insert("polish_mode".into(), opts.mode.name().into());
     record_certificate(&mut meta, c);
     Checkpoint::new(polished, meta).save(&a.out)?;
     if let Some(path) = &a.json {

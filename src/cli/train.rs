@@ -57,8 +57,8 @@ pub struct Args {
     /// Directory for the checkpoints along the path: step-00000100.safetensors, …
     #[arg(long)]
     out_dir: Option<PathBuf>,
-    /// Then polish the trained net into a certified KKT point (default
-    /// options, stopping at the first certified stage) and save that instead.
+    /// Then polish the trained net into a certified KKT point (near mode,
+    /// stopping at the first certified stage) and save that instead.
     #[arg(long)]
     polish: bool,
 }
@@ -113,6 +113,7 @@ fn polished(net: Network, data: &Dataset, meta: &mut BTreeMap<String, String>) -
     })?;
     let c = &rep.certificate;
     record_certificate(meta, c);
+    meta.insert("polish_mode".into(), opts.mode.name().into());
     println!(
         "polished: ε_rel ∈ [{:.3e}, {:.3e}], δ_rel {:.3e} → {:?}",
         c.relative_lower, c.relative_upper, c.relative_complementarity, c.verdict
