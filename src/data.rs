@@ -128,9 +128,9 @@ impl FixtureSpec {
             MeansKind::Sphere => gauss,
             MeansKind::Orthogonal => gauss.transpose().qr().q().transpose(),
         };
-        let mu = DMatrix::from_fn(k, d, |i, j| {
-            dirs[(i, j)] / dirs.row(i).norm() * (d as f64).sqrt()
-        });
+        // Row norms once (computing them per entry made gen O(k·d²)).
+        let norms: Vec<f64> = (0..k).map(|i| dirs.row(i).norm()).collect();
+        let mu = DMatrix::from_fn(k, d, |i, j| dirs[(i, j)] / norms[i] * (d as f64).sqrt());
         let positives = self.positive_count()?;
         let mut labels: Vec<f64> = (0..k)
             .map(|j| if j < positives { 1.0 } else { -1.0 })

@@ -112,6 +112,9 @@ pub struct Certificate {
     /// The δ_rel bound imposed (null: no complementarity row).
     pub delta_rel: Option<f64>,
     pub tol: f64,
+    /// τ_act: (point, neuron) pairs with |u_ij| ≤ τ‖(w_j, b_j)‖(‖x_i‖ + 1)
+    /// were given Clarke freedom (listed in `ambiguous_pairs`).
+    pub act_tol: f64,
     pub lambda: Vec<f64>,
     pub support: Vec<Support>,
     pub block_residuals: BlockResiduals,
@@ -507,6 +510,7 @@ impl<'a> KktSystem<'a> {
             relative_complementarity: comp,
             delta_rel: self.delta_rel,
             tol: opts.tol,
+            act_tol: opts.act_tol,
             support: (0..n)
                 .filter(|&i| lambda[i] > 0.0)
                 .map(|i| Support {

@@ -92,7 +92,7 @@ pub struct PolishOptions {
 impl Default for PolishOptions {
     fn default() -> Self {
         Self {
-            beta_factors: (1..=9).map(|k| 4f64.powi(k)).collect(),
+            beta_factors: (1..=13).map(|k| 4f64.powi(k)).collect(),
             tol: 1e-4,
             act_tol: 1e-4,
             mode: PolishMode::Near,

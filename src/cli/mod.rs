@@ -157,4 +157,10 @@ pub fn record_certificate(meta: &mut BTreeMap<String, String>, c: &Certificate) 
         format!("{:e}", c.relative_complementarity),
     );
     meta.insert("kkt_verdict".into(), format!("{:?}", c.verdict));
+    // The certificate's own tolerances, so `certify` can reproduce it.
+    meta.insert("kkt_tol".into(), format!("{:e}", c.tol));
+    meta.insert("kkt_act_tol".into(), format!("{:e}", c.act_tol));
+    if let Some(d) = c.delta_rel {
+        meta.insert("kkt_delta_rel".into(), format!("{d:e}"));
+    }
 }

@@ -83,8 +83,8 @@ pub fn run(a: Args) -> Result<()> {
     let c = &rep.certificate;
     let mv = &rep.movement;
     println!(
-        "start: ε_rel ∈ [{:.3e}, {:.3e}]; polished: ε_rel ∈ [{:.3e}, {:.3e}], δ_rel {:.3e} → {:?} ({:.1}s)",
-        rep.start.relative_lower, rep.start.relative_upper, c.relative_lower, c.relative_upper, c.relative_complementarity, c.verdict, rep.seconds
+        "start: ε_rel ∈ [{:.3e}, {:.3e}]; polished: ε_rel ∈ [{:.3e}, {:.3e}], δ_rel {:.3e} → {:?} at τ_act = {:e} (`certify --act-tol {:e}` reproduces it) ({:.1}s)",
+        rep.start.relative_lower, rep.start.relative_upper, c.relative_lower, c.relative_upper, c.relative_complementarity, c.verdict, c.act_tol, c.act_tol, rep.seconds
     );
     println!(
         "moved: cos(θ0, θ) = {:.4} (no KKT point can exceed {:.4}: the start's part outside span{{x_i}}), train agreement {:.4}, test agreement {}, live neurons {} → {}",
