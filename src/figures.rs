@@ -259,6 +259,92 @@ fn histogram(rep: &Report, path: &Path) -> Result<()> {
     })
 }
 
+/// Universal radius / √(d/k) against the A3 ratio, log–log: cells inside
+/// the hypotheses (ratio ≤ 1) and outside on one set of axes. The polished
+/// kind shows certified KKT nets only.
+fn regimes(rep: &Report, path: &Path) -> Result<()> {
+    let pts: Vec<(&str, RGBColor, f64, f64)> = KINDS
+        .iter()
+        .flat_map(|&(name, color)| {
+            rep.rows.iter().filter_map(move |r| {
+                if name == "polished" && !r.kkt_certified {
+                    return None;
+                }
+                let m = kind(r, name)?.universal_median?;
+                (r.assumption_ratio > 0.0).then_some((
+                    name,
+                    color,
+                    r.assumption_ratio,
+                    m / r.sqrt_d_over_k,
+                ))
+            })
+        })
+        .collect();
+    if pts.is_empty() {
+        return Ok(());
+    }
+    let span = |f: fn(&(&str, RGBColor, f64, f64)) -> f64| {
+        pts.iter()
+            .map(f)
+            .fold((f64::INFINITY, 0.0f64), |a, v| (a.0.min(v), a.1.max(v)))
+    };
+    let (x0, x1) = span(|p| p.2);
+    let (y0, y1) = span(|p| p.3);
+    let (x0, x1) = (x0.min(0.9) * 0.8, x1.max(1.1) * 1.25);
+    let (y0, y1) = (y0 * 0.7, y1 * 1.4);
+    svg(path, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                "Universal radius / √(d/k) against Assumption 2.2(3)'s ratio",
+                ("sans-serif", 20),
+            )
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d(
+                (x0..x1).log_scale().with_key_points(nice_points(x0, x1)),
+                (y0..y1).log_scale().with_key_points(nice_points(y0, y1)),
+            )
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("A3 ratio lhs/rhs at C_A = 1 (≤ 1: inside the hypotheses)")
+            .y_desc("critical ‖z‖ / √(d/k)")
+            .x_label_formatter(&|v| format!("{v:.2}"))
+            .y_label_formatter(&|v| format!("{v:.2}"))
+            .draw()
+            .map_err(plot_err)?;
+        chart
+            .draw_series(LineSeries::new([(1.0, y0), (1.0, y1)], BLACK.mix(0.5)))
+            .map_err(plot_err)?
+            .label("ratio = 1")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.5)));
+        for (name, color) in KINDS {
+            let label = if name == "polished" {
+                "certified KKT"
+            } else {
+                name
+            };
+            chart
+                .draw_series(
+                    pts.iter()
+                        .filter(|p| p.0 == name)
+                        .map(|p| Circle::new((p.2, p.3), 5, color.filled())),
+                )
+                .map_err(plot_err)?
+                .label(label)
+                .legend(move |(x, y)| Circle::new((x + 10, y), 5, color.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .draw()
+            .map_err(plot_err)
+    })
+}
+
 /// Writes all figures into `dir`.
 pub fn write_all(rep: &Report, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::File {
@@ -267,5 +353,6 @@ pub fn write_all(rep: &Report, dir: &Path) -> Result<()> {
     })?;
     flip_rate(rep, &dir.join("flip_rate.svg"))?;
     critical(rep, &dir.join("critical_vs_scale.svg"))?;
-    histogram(rep, &dir.join("distance_hist.svg"))
+    histogram(rep, &dir.join("distance_hist.svg"))?;
+    regimes(rep, &dir.join("regimes.svg"))
 }

@@ -20,6 +20,7 @@ pub mod linalg;
 pub mod net;
 pub mod onnx;
 pub mod polish;
+pub mod regime;
 pub mod report;
 pub mod resources;
 pub mod robust;

@@ -22,11 +22,35 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// One size of the sweep: k clusters in dimension d with noise σ.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Size {
+    pub k: usize,
+    pub d: usize,
+    pub sigma: f64,
+}
+
+/// One candidate the hypotheses regime's search audited (see `regime`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SearchRow {
+    pub size: Size,
+    /// Assumption 2.2(3) lhs/rhs at C_A = 1 (≤ 1: holds).
+    pub a3_ratio: f64,
+    pub assumption_holds: bool,
+    pub data_nice: Option<bool>,
+    /// `hypotheses`, `boundary`, `outside`, or `unused` when not swept.
+    pub chosen: String,
+}
+
 /// What to sweep and how hard to work on each cell.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SweepConfig {
-    pub sizes: Vec<(usize, usize)>,
-    pub sigma: f64,
+    /// `outside` (the default sweep, whose cells the audit does not pass) or
+    /// `hypotheses` (cells chosen by searching the audit).
+    pub regime: String,
+    pub sizes: Vec<Size>,
+    /// The audit search that chose the sizes (empty for `outside`).
+    pub search: Vec<SearchRow>,
     /// Training points per cluster.
     pub n_per_cluster: usize,
     pub n_test: usize,
@@ -56,9 +80,11 @@ pub struct SweepConfig {
 impl SweepConfig {
     /// A few small sizes, for a run of about a minute.
     pub fn quick(seed: u64) -> Self {
+        let size = |k, d| Size { k, d, sigma: 1.0 };
         Self {
-            sizes: vec![(4, 64), (8, 256)],
-            sigma: 1.0,
+            regime: "outside".into(),
+            sizes: vec![size(4, 64), size(8, 256)],
+            search: Vec::new(),
             n_per_cluster: 10,
             n_test: 200,
             width_factors: vec![1, 10],
@@ -79,7 +105,7 @@ impl SweepConfig {
         let mut sizes = Vec::new();
         for k in [4, 8, 16, 32] {
             for d in [100, 400, 1600] {
-                sizes.push((k, d));
+                sizes.push(Size { k, d, sigma: 1.0 });
             }
         }
         Self {
@@ -116,6 +142,12 @@ pub struct Row {
     pub cell: usize,
     pub k: usize,
     pub d: usize,
+    pub sigma: f64,
+    /// Training points.
+    pub n: usize,
+    /// `hypotheses` (Assumption 2.2 and P1–P6 hold), `boundary` (they do
+    /// not, but the A3 ratio is within [0.5, 2]) or `outside`.
+    pub regime: String,
     pub width: usize,
     pub seed: u64,
     pub test_error: Option<f64>,
@@ -170,13 +202,13 @@ pub struct Report {
     pub seconds: f64,
 }
 
-fn spec(k: usize, d: usize, cfg: &SweepConfig, seed: u64) -> FixtureSpec {
+fn spec(size: Size, cfg: &SweepConfig, seed: u64) -> FixtureSpec {
     FixtureSpec {
         format: FIXTURE_FORMAT.into(),
-        k,
-        d,
-        sigma: cfg.sigma,
-        n: cfg.n_per_cluster * k,
+        k: size.k,
+        d: size.d,
+        sigma: size.sigma,
+        n: cfg.n_per_cluster * size.k,
         n_test: cfg.n_test,
         seed,
         means: cfg.means,
@@ -236,6 +268,17 @@ fn measure(net: &Network, fx: &Fixture, cfg: &SweepConfig) -> Result<KindResult>
     })
 }
 
+/// Where a cell sits relative to the theorem's hypotheses.
+pub fn regime_of(assumption_holds: bool, a3_ratio: f64, data_nice: Option<bool>) -> &'static str {
+    if assumption_holds && data_nice == Some(true) {
+        "hypotheses"
+    } else if (0.5..=2.0).contains(&a3_ratio) {
+        "boundary"
+    } else {
+        "outside"
+    }
+}
+
 /// Which edge of the sword a row shows, from the measured medians.
 fn edge(row: &Row) -> String {
     let trained = row.kkt_universal_median.or(row.universal_median);
@@ -261,17 +304,19 @@ fn edge(row: &Row) -> String {
 fn cell(
     index: usize,
     fx: &Fixture,
-    k: usize,
     width: usize,
     seed: u64,
     cfg: &SweepConfig,
     aud: (bool, f64, Option<bool>),
 ) -> Row {
-    let d = fx.spec.d;
+    let (k, d) = (fx.spec.k, fx.spec.d);
     let mut row = Row {
         cell: index,
         k,
         d,
+        sigma: fx.spec.sigma,
+        n: fx.train.n(),
+        regime: regime_of(aud.0, aud.1, aud.2).into(),
         width,
         seed,
         test_error: None,
@@ -369,17 +414,17 @@ pub fn run(
     let per_fixture = cfg.width_factors.len();
     let mut rows = Vec::new();
     let mut fixture_index = 0;
-    for &(k, d) in &cfg.sizes {
+    for &size in &cfg.sizes {
         for &seed in &cfg.seeds {
             let first = fixture_index * per_fixture;
             fixture_index += 1;
             if !(first..first + per_fixture).any(owns) {
                 continue;
             }
-            let fx = Fixture::generate(spec(k, d, cfg, seed))?;
+            let fx = Fixture::generate(spec(size, cfg, seed))?;
             let a = audit(
                 &fx.means,
-                cfg.sigma,
+                size.sigma,
                 Some(&fx.train),
                 &AuditOptions::default(),
             )?;
@@ -393,7 +438,7 @@ pub fn run(
                     continue;
                 }
                 let aud = (a.assumption_holds, a3, a.data_nice);
-                let row = cell(first + w, &fx, k, f * k, seed, cfg, aud);
+                let row = cell(first + w, &fx, f * size.k, seed, cfg, aud);
                 on_cell(&row);
                 rows.push(row);
             }
@@ -486,24 +531,37 @@ fn sci(v: Option<f64>) -> String {
 pub fn markdown(rep: &Report) -> String {
     let mut s = String::from("# kktcert reproduce\n\n");
     s.push_str(&format!(
-        "σ = {}, n = {}·k, widths = {:?}·k, seeds = {:?}, {} exact distances per net (at most {} branch-and-bound nodes each; `bounded` results count with their upper end), polish stops at its first certified stage (safety limit {} L-BFGS iterations). Run time {:.0} s.\n\n",
-        rep.config.sigma, rep.config.n_per_cluster, rep.config.width_factors, rep.config.seeds, rep.config.distance_points,
-        rep.config.distance_max_nodes, rep.config.polish_iteration_budget, rep.seconds
+        "Regime `{}`; n = {}·k, widths = {:?}·k, seeds = {:?}, {} exact distances per net (at most {} branch-and-bound nodes each; `bounded` results count with their upper end), {} polish stopping at its first certified stage (safety limit {} L-BFGS iterations). Run time {:.0} s.\n\n",
+        rep.config.regime, rep.config.n_per_cluster, rep.config.width_factors, rep.config.seeds, rep.config.distance_points,
+        rep.config.distance_max_nodes, rep.config.polish_mode.name(), rep.config.polish_iteration_budget, rep.seconds
     ));
-    s.push_str("Medians are raw Euclidean lengths; `univ` is the exact critical ‖z‖ along Σ y_q μ_q, `dist` the certified minimal ℓ2 flip distance (upper end of the bracket). Assumption 2.2(3) ratio > 1 means the assumption fails.\n\n");
-    s.push_str("| k | d | width | seed | test err | KKT ε_rel (δ_rel) | GD univ | GD dist | KKT univ | KKT dist | robust univ | robust dist | √(d/k) | √d/2 | A2.2 ratio | P1–P6 | edge observed |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str("Medians are raw Euclidean lengths; `univ` is the exact critical ‖z‖ along Σ y_q μ_q, `dist` the certified minimal ℓ2 flip distance (upper end of the bracket). The A3 ratio is Assumption 2.2(3)'s lhs/rhs at C_A = 1 (> 1: the assumption fails); min C_A = 1/ratio is the largest constant for which it would still hold. Regime: `hypotheses` = Assumption 2.2 and P1–P6 hold; `boundary` = they do not but the ratio is in [0.5, 2].\n\n");
+    s.push_str(&table(rep));
+    s.push_str("\nA KKT column marked ⚠ holds a polished net the certifier did not pass: its numbers describe a near-KKT net, and it is left out of the `polished` slope and of the verdict.\n");
+    s.push_str(&slopes_section(rep));
+    s.push_str(&verdict_section(rep));
+    s.push_str("\nFigures: `figures/flip_rate.svg`, `figures/critical_vs_scale.svg`, `figures/distance_hist.svg`, `figures/regimes.svg` (radius / √(d/k) against the A3 ratio).\n");
+    s
+}
+
+fn table(rep: &Report) -> String {
+    let mut s = String::from("| k | d | σ | n | width | seed | regime | test err | KKT ε_rel (δ_rel) | GD univ | GD dist | KKT univ | KKT dist | robust univ | robust dist | √(d/k) | √d/2 | A3 ratio | min C_A | P1–P6 | edge observed |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in &rep.rows {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} ({}){} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.1} | {} | {} |\n",
-            r.k, r.d, r.width, r.seed, opt(r.test_error, 3), sci(r.kkt_relative_upper),
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} ({}){} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |\n",
+            r.k, r.d, r.sigma, r.n, r.width, r.seed, r.regime, opt(r.test_error, 3), sci(r.kkt_relative_upper),
             sci(r.kkt_relative_complementarity), if r.kkt_certified { "" } else { " ⚠ NOT certified KKT" }, opt(r.universal_median, 2), opt(r.distance_median, 2),
             opt(r.kkt_universal_median, 2), opt(r.kkt_distance_median, 2), opt(r.robust_universal_median, 2),
-            opt(r.robust_distance_median, 2), r.sqrt_d_over_k, r.sqrt_d / 2.0, r.assumption_ratio,
+            opt(r.robust_distance_median, 2), r.sqrt_d_over_k, r.sqrt_d / 2.0, r.assumption_ratio, 1.0 / r.assumption_ratio,
             match r.data_nice { Some(true) => "hold", Some(false) => "fail", None => "—" },
             r.error.as_ref().map_or(r.edge.clone(), |e| format!("FAILED: {e}"))
         ));
     }
-    s.push_str("\nA KKT column marked ⚠ holds a polished net the certifier did not pass: its numbers describe a near-KKT net, and it is left out of the `polished` slope.\n\n## Fitted slopes of log(median universal ‖z‖) against log √(d/k)\n\n| kind | slope | std. error | cells |\n|---|---|---|---|\n");
+    s
+}
+
+fn slopes_section(rep: &Report) -> String {
+    let mut s = String::from("\n## Fitted slopes of log(median universal ‖z‖) against log √(d/k)\n\n| kind | slope | std. error | cells |\n|---|---|---|---|\n");
     for sl in &rep.slopes {
         let cells = if sl.kind == "polished" {
             format!("{} (certified KKT only)", sl.cells)
@@ -515,7 +573,85 @@ pub fn markdown(rep: &Report) -> String {
             None => s.push_str(&format!("| {} | — | — | {cells} |\n", sl.kind)),
         }
     }
-    s.push_str("\nThe theorem predicts slope ≈ 1 for trained (KKT) nets and critical radii ≥ √d/2 for the robust net, under Assumption 2.2 — which fails at every size here (see the ratio column), so these rows test the prediction outside its hypotheses.\n\nFigures: `figures/flip_rate.svg`, `figures/critical_vs_scale.svg`, `figures/distance_hist.svg`.\n");
+    s
+}
+
+/// The constants of one regime: C (certified KKT univ / √(d/k)) and c
+/// (robust univ / √d) over its rows.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegimeVerdict {
+    pub regime: String,
+    pub rows: usize,
+    /// Rows whose KKT net is certified (the only ones in `big_c`).
+    pub certified: usize,
+    /// (min, median, max) of KKT univ / √(d/k); the max is the smallest C
+    /// with "every certified KKT net is flipped at ≤ C·√(d/k)".
+    pub big_c: Option<(f64, f64, f64)>,
+    /// (min, median, max) of robust univ / √d; the min is the largest c
+    /// with "the robust net needs ≥ c·√d".
+    pub small_c: Option<(f64, f64, f64)>,
+}
+
+fn spread(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
+    v.retain(|x| x.is_finite());
+    v.sort_by(f64::total_cmp);
+    (!v.is_empty()).then(|| (v[0], median_sorted(&v), v[v.len() - 1]))
+}
+
+/// The verdict per regime, in the order hypotheses, boundary, outside.
+pub fn verdicts(rep: &Report) -> Vec<RegimeVerdict> {
+    ["hypotheses", "boundary", "outside"]
+        .iter()
+        .filter_map(|&regime| {
+            let rows: Vec<&Row> = rep.rows.iter().filter(|r| r.regime == regime).collect();
+            if rows.is_empty() {
+                return None;
+            }
+            let certified: Vec<&&Row> = rows.iter().filter(|r| r.kkt_certified).collect();
+            Some(RegimeVerdict {
+                regime: regime.into(),
+                rows: rows.len(),
+                certified: certified.len(),
+                big_c: spread(
+                    certified
+                        .iter()
+                        .filter_map(|r| Some(r.kkt_universal_median? / r.sqrt_d_over_k))
+                        .collect(),
+                ),
+                small_c: spread(
+                    rows.iter()
+                        .filter_map(|r| Some(r.robust_universal_median? / r.sqrt_d))
+                        .collect(),
+                ),
+            })
+        })
+        .collect()
+}
+
+fn verdict_section(rep: &Report) -> String {
+    let mut s = String::from("\n## Verdict by regime\n\nC: certified KKT nets are flipped along the universal direction at ≤ C·√(d/k) (C = the largest KKT univ/√(d/k) in the regime); c: the robust net needs ≥ c·√d (c = the smallest robust univ/√d). Spread is (min, median, max) over rows. The double edge is visible where c·√k > C, i.e. the robust radius exceeds every trained one.\n\n| regime | rows | certified KKT | C (min, median, max) | c (min, median, max) | c·√k_min / C |\n|---|---|---|---|---|---|\n");
+    let kmin = rep.rows.iter().map(|r| r.k).min().unwrap_or(1) as f64;
+    // The headline is the constant the claim needs: the largest C, the smallest c.
+    let fmt3 = |t: Option<(f64, f64, f64)>, head: fn((f64, f64, f64)) -> f64| {
+        t.map_or("—".into(), |x| {
+            format!("{:.3} ({:.3}, {:.3}, {:.3})", head(x), x.0, x.1, x.2)
+        })
+    };
+    for v in verdicts(rep) {
+        let sep = match (v.big_c, v.small_c) {
+            (Some(bc), Some(sc)) => format!("{:.2}", sc.0 * kmin.sqrt() / bc.2),
+            _ => "—".into(),
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            v.regime,
+            v.rows,
+            v.certified,
+            fmt3(v.big_c, |x| x.2),
+            fmt3(v.small_c, |x| x.0),
+            sep
+        ));
+    }
     s
 }
 

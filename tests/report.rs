@@ -5,7 +5,11 @@ use kktcert::report::{run, write, SweepConfig};
 
 fn mini() -> SweepConfig {
     SweepConfig {
-        sizes: vec![(4, 36)],
+        sizes: vec![kktcert::report::Size {
+            k: 4,
+            d: 36,
+            sigma: 1.0,
+        }],
         n_test: 60,
         width_factors: vec![2],
         distance_points: 3,
