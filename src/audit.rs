@@ -81,6 +81,16 @@ pub struct Audit {
     pub data_nice: Option<bool>,
 }
 
+impl Audit {
+    /// Assumption 2.2(3)'s lhs/rhs (≤ 1: it holds; NaN when not audited).
+    pub fn a3_ratio(&self) -> f64 {
+        self.checks
+            .iter()
+            .find(|c| c.name == "A3")
+            .map_or(f64::NAN, |c| c.value / c.threshold)
+    }
+}
+
 /// Worst (largest) value of `f` over i < l, with its pair.
 fn worst_pair(n: usize, mut f: impl FnMut(usize, usize) -> Option<f64>) -> (f64, usize, usize) {
     let mut best = (f64::NEG_INFINITY, 0, 0);

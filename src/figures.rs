@@ -108,7 +108,7 @@ pub(crate) fn nice_points(lo: f64, hi: f64) -> Vec<f64> {
 
 /// Median critical universal ‖z‖ against √(d/k), log–log, with the fitted slopes.
 fn critical(rep: &Report, path: &Path) -> Result<()> {
-    let pts: Vec<(&str, RGBColor, f64, f64)> = KINDS
+    let pts: Vec<KindPoint> = KINDS
         .iter()
         .flat_map(|&(name, color)| {
             rep.rows.iter().filter_map(move |r| {
@@ -169,24 +169,47 @@ fn critical(rep: &Report, path: &Path) -> Result<()> {
                 Some((a, e)) => format!("{name} (slope {a:.2} ± {e:.2})"),
                 None => name.to_string(),
             };
-            chart
-                .draw_series(
-                    pts.iter()
-                        .filter(|p| p.0 == name)
-                        .map(|p| Circle::new((p.2, p.3), 5, color.filled())),
-                )
-                .map_err(plot_err)?
-                .label(label)
-                .legend(move |(x, y)| Circle::new((x + 10, y), 5, color.filled()));
+            scatter(&mut chart, &pts, name, color, label)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_err)
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)
     })
+}
+
+/// A point of a scatter: kind, colour, x, y.
+type KindPoint<'a> = (&'a str, RGBColor, f64, f64);
+
+/// The points of one kind as filled circles, with `label` in the legend.
+fn scatter<'a, DB: DrawingBackend + 'a, X: Ranged<ValueType = f64>, Y: Ranged<ValueType = f64>>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    pts: &[KindPoint],
+    name: &str,
+    color: RGBColor,
+    label: String,
+) -> Result<()> {
+    chart
+        .draw_series(
+            pts.iter()
+                .filter(|p| p.0 == name)
+                .map(|p| Circle::new((p.2, p.3), 5, color.filled())),
+        )
+        .map_err(plot_err)?
+        .label(label)
+        .legend(move |(x, y)| Circle::new((x + 10, y), 5, color.filled()));
+    Ok(())
+}
+
+/// The legend box at `pos`.
+fn legend<'a, DB: DrawingBackend + 'a, X: Ranged<ValueType = f64>, Y: Ranged<ValueType = f64>>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    pos: SeriesLabelPosition,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(pos)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_err)
 }
 
 /// Histograms of the certified exact distances over √d/2 (the robust net's
@@ -263,7 +286,7 @@ fn histogram(rep: &Report, path: &Path) -> Result<()> {
 /// the hypotheses (ratio ≤ 1) and outside on one set of axes. The polished
 /// kind shows certified KKT nets only.
 fn regimes(rep: &Report, path: &Path) -> Result<()> {
-    let pts: Vec<(&str, RGBColor, f64, f64)> = KINDS
+    let pts: Vec<KindPoint> = KINDS
         .iter()
         .flat_map(|&(name, color)| {
             rep.rows.iter().filter_map(move |r| {
@@ -283,7 +306,7 @@ fn regimes(rep: &Report, path: &Path) -> Result<()> {
     if pts.is_empty() {
         return Ok(());
     }
-    let span = |f: fn(&(&str, RGBColor, f64, f64)) -> f64| {
+    let span = |f: fn(&KindPoint) -> f64| {
         pts.iter()
             .map(f)
             .fold((f64::INFINITY, 0.0f64), |a, v| (a.0.min(v), a.1.max(v)))
@@ -325,23 +348,9 @@ fn regimes(rep: &Report, path: &Path) -> Result<()> {
             } else {
                 name
             };
-            chart
-                .draw_series(
-                    pts.iter()
-                        .filter(|p| p.0 == name)
-                        .map(|p| Circle::new((p.2, p.3), 5, color.filled())),
-                )
-                .map_err(plot_err)?
-                .label(label)
-                .legend(move |(x, y)| Circle::new((x + 10, y), 5, color.filled()));
+            scatter(&mut chart, &pts, name, color, label.to_string())?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_err)
+        legend(&mut chart, SeriesLabelPosition::UpperRight)
     })
 }
 

@@ -18,25 +18,19 @@
 //! whose cost does not grow with d.
 
 use crate::audit::{audit, AuditOptions};
-use crate::data::{Fixture, FixtureSpec, LabelRule, FIXTURE_FORMAT};
+use crate::data::{Fixture, FixtureSpec};
 use crate::error::Result;
-use crate::report::{SearchRow, Size, SweepConfig};
+use crate::report::{spec, SearchRow, Size, SweepConfig};
 
 /// The d grid of the search: 100·4^j.
 const D_GRID: [usize; 5] = [400, 1600, 6400, 25_600, 102_400];
 
 /// Audits one size at `seed` with the sweep's sample sizes.
 fn audit_size(size: Size, cfg: &SweepConfig, seed: u64) -> Result<SearchRow> {
+    // One test point: the search needs the means and the training set only.
     let fx = Fixture::generate(FixtureSpec {
-        format: FIXTURE_FORMAT.into(),
-        k: size.k,
-        d: size.d,
-        sigma: size.sigma,
-        n: cfg.n_per_cluster * size.k,
         n_test: 1,
-        seed,
-        means: cfg.means,
-        labels: LabelRule::Balanced,
+        ..spec(size, cfg, seed)
     })?;
     let a = audit(
         &fx.means,
@@ -44,11 +38,7 @@ fn audit_size(size: Size, cfg: &SweepConfig, seed: u64) -> Result<SearchRow> {
         Some(&fx.train),
         &AuditOptions::default(),
     )?;
-    let a3_ratio = a
-        .checks
-        .iter()
-        .find(|c| c.name == "A3")
-        .map_or(f64::NAN, |c| c.value / c.threshold);
+    let a3_ratio = a.a3_ratio();
     Ok(SearchRow {
         size,
         a3_ratio,

@@ -202,7 +202,8 @@ pub struct Report {
     pub seconds: f64,
 }
 
-fn spec(size: Size, cfg: &SweepConfig, seed: u64) -> FixtureSpec {
+/// The fixture of one size of the sweep.
+pub(crate) fn spec(size: Size, cfg: &SweepConfig, seed: u64) -> FixtureSpec {
     FixtureSpec {
         format: FIXTURE_FORMAT.into(),
         k: size.k,
@@ -428,11 +429,7 @@ pub fn run(
                 Some(&fx.train),
                 &AuditOptions::default(),
             )?;
-            let a3 = a
-                .checks
-                .iter()
-                .find(|c| c.name == "A3")
-                .map_or(f64::NAN, |c| c.value / c.threshold);
+            let a3 = a.a3_ratio();
             for (w, &f) in cfg.width_factors.iter().enumerate() {
                 if !owns(first + w) {
                     continue;
@@ -660,4 +657,25 @@ pub fn write(rep: &Report, dir: &Path) -> Result<()> {
     write_json(&dir.join("report.json"), rep)?;
     write_atomic(&dir.join("report.md"), markdown(rep).as_bytes())?;
     crate::figures::write_all(rep, &dir.join("figures"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regimes_follow_the_audit() {
+        assert_eq!(regime_of(true, 0.8, Some(true)), "hypotheses");
+        // A3 holds but P1–P6 fail: not inside the hypotheses.
+        assert_eq!(regime_of(true, 0.8, Some(false)), "boundary");
+        assert_eq!(regime_of(false, 1.9, Some(true)), "boundary");
+        assert_eq!(regime_of(false, 2.1, Some(true)), "outside");
+        assert_eq!(regime_of(true, 0.3, Some(false)), "outside");
+    }
+
+    #[test]
+    fn spread_is_min_median_max() {
+        assert_eq!(spread(vec![3.0, 1.0, 2.0]), Some((1.0, 2.0, 3.0)));
+        assert_eq!(spread(vec![f64::NAN]), None);
+    }
 }

@@ -90,26 +90,32 @@ fn train_with_polish_saves_a_certified_checkpoint() {
     assert!(rel <= 1e-4, "{rel}");
 }
 
-#[test]
-fn near_mode_leaves_a_kkt_point_where_it_is() {
-    let data = Dataset::load(&fixture("tiny").join("train.safetensors")).unwrap();
-    let net = train(
-        &data,
-        &TrainConfig {
-            width: 8,
-            ..Default::default()
-        },
-        |_, _, _| Ok(()),
-    )
-    .unwrap()
-    .net;
+/// A GD net of `width` on the training set of `name`, polished in the
+/// default (near) mode until certified.
+fn polished(name: &str, width: usize) -> (Dataset, Network, kktcert::polish::PolishReport) {
+    let data = Dataset::load(&fixture(name).join("train.safetensors")).unwrap();
+    let cfg = TrainConfig {
+        width,
+        ..Default::default()
+    };
+    let net = train(&data, &cfg, |_, _, _| Ok(())).unwrap().net;
     let opts = PolishOptions {
         stop_when_certified: true,
         ..Default::default()
     };
     let (kkt, rep) = polish(&net, &data, None, &opts, |_| {}).unwrap();
     assert_eq!(rep.certificate.verdict, Verdict::Kkt);
+    (data, kkt, rep)
+}
+
+#[test]
+fn near_mode_leaves_a_kkt_point_where_it_is() {
+    let (data, kkt, rep) = polished("tiny", 8);
     assert!(rep.movement.cosine <= rep.movement.cosine_bound + 1e-12);
+    let opts = PolishOptions {
+        stop_when_certified: true,
+        ..Default::default()
+    };
     let (again, rep2) = polish(&kkt, &data, None, &opts, |_| {}).unwrap();
     assert!(
         rep2.movement.cosine >= 1.0 - 1e-9,
@@ -130,24 +136,8 @@ fn near_mode_leaves_a_kkt_point_where_it_is() {
 #[test]
 fn cosine_bound_is_the_start_outside_the_span() {
     // d > n: the span form is active; a KKT point cannot beat the bound.
-    let data = Dataset::load(&fixture("small").join("train.safetensors")).unwrap();
+    let (data, _, rep) = polished("small", 12);
     assert!(data.n() < data.d());
-    let net = train(
-        &data,
-        &TrainConfig {
-            width: 12,
-            ..Default::default()
-        },
-        |_, _, _| Ok(()),
-    )
-    .unwrap()
-    .net;
-    let opts = PolishOptions {
-        stop_when_certified: true,
-        ..Default::default()
-    };
-    let (_, rep) = polish(&net, &data, None, &opts, |_| {}).unwrap();
-    assert_eq!(rep.certificate.verdict, Verdict::Kkt);
     let mv = &rep.movement;
     assert!(
         mv.cosine_bound < 1.0 && mv.cosine <= mv.cosine_bound + 1e-12,

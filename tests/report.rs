@@ -1,6 +1,8 @@
 //! The `reproduce` pipeline on a miniature sweep: deterministic for a seed,
 //! every file written, the robust net at its predicted scale.
 
+mod common;
+use common::strip_timing;
 use kktcert::report::{run, write, SweepConfig};
 
 fn mini() -> SweepConfig {
@@ -20,19 +22,7 @@ fn mini() -> SweepConfig {
 
 /// The report as JSON without wall-clock fields.
 fn numbers(rep: &kktcert::report::Report) -> serde_json::Value {
-    fn strip(v: &mut serde_json::Value) {
-        match v {
-            serde_json::Value::Object(m) => {
-                m.retain(|k, _| !k.contains("seconds"));
-                m.values_mut().for_each(strip);
-            }
-            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
-    let mut v = serde_json::to_value(rep).unwrap();
-    strip(&mut v);
-    v
+    strip_timing(serde_json::to_value(rep).unwrap())
 }
 
 #[test]
@@ -64,5 +54,5 @@ fn mini_sweep_is_deterministic_and_complete() {
         assert!(meta.is_ok_and(|m| m.len() > 100), "{f} missing or empty");
     }
     let md = std::fs::read_to_string(tmp.path().join("report.md")).unwrap();
-    assert!(md.contains("| 4 | 36 | 8 | 3 |"), "{md}");
+    assert!(md.contains("| 4 | 36 | 1 | 40 | 8 | 3 | "), "{md}");
 }

@@ -31,20 +31,27 @@ fn sharded_equals_whole(dir: &Path, args: &[&str], n: usize) -> (PathBuf, PathBu
     (whole, merged)
 }
 
-#[test]
-fn distance_shards_merge_to_the_unsharded_run() {
-    let t = tempfile::tempdir().unwrap();
-    let fx = fixture("small");
-    let net = t.path().join("net.safetensors");
+/// A width-12 GD net on the `small` fixture, saved in `dir`.
+fn small_net(dir: &Path) -> PathBuf {
+    let net = dir.join("net.safetensors");
+    let train = fixture("small").join("train.safetensors");
     ok(&[
         "train",
         "--data",
-        s(&fx.join("train.safetensors")),
+        s(&train),
         "--width",
         "12",
         "--out",
         s(&net),
     ]);
+    net
+}
+
+#[test]
+fn distance_shards_merge_to_the_unsharded_run() {
+    let t = tempfile::tempdir().unwrap();
+    let fx = fixture("small");
+    let net = small_net(t.path());
     let test = fx.join("test.safetensors");
     sharded_equals_whole(
         t.path(),
@@ -67,16 +74,7 @@ fn distance_shards_merge_to_the_unsharded_run() {
 fn attack_shards_merge_to_the_unsharded_run() {
     let t = tempfile::tempdir().unwrap();
     let fx = fixture("small");
-    let net = t.path().join("net.safetensors");
-    ok(&[
-        "train",
-        "--data",
-        s(&fx.join("train.safetensors")),
-        "--width",
-        "12",
-        "--out",
-        s(&net),
-    ]);
+    let net = small_net(t.path());
     let robust = t.path().join("robust.safetensors");
     ok(&["robust", "--fixture", s(&fx), "--out", s(&robust)]);
     sharded_equals_whole(
