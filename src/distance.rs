@@ -102,7 +102,19 @@ enum Role {
 
 /// Per-point data shared by all nodes.
 struct Search<'a> {
+    /// The network searched (merged, in the span of W).
     net: &'a Network,
+    /// The network as given, on which every candidate is checked.
+    original: &'a Network,
+    /// Q of the span of W (None: the search runs in input space).
+    basis: Option<&'a DMatrix<f64>>,
+    /// The original first layer in the search's coordinates, W Q, and its
+    /// pre-activations at x0: with them a candidate's original output costs
+    /// O(m²), not O(md) (the final witness gets a literal forward pass).
+    original_in_basis: Option<&'a DMatrix<f64>>,
+    original_u0: DVector<f64>,
+    /// x0 in input space (`x0` below is in the search's coordinates).
+    x0_input: DVector<f64>,
     kmat: &'a DMatrix<f64>,
     x0: DVector<f64>,
     s0: f64,
@@ -123,8 +135,28 @@ struct NodeSol {
 }
 
 impl Search<'_> {
+    /// s0·N at the search point `x`, by a forward pass of the original
+    /// network at its input-space image: a candidate counts only when the
+    /// network as given confirms it.
     fn out(&self, x: &DVector<f64>) -> f64 {
-        self.s0 * self.net.output(x)
+        let Some(a) = self.original_in_basis else {
+            return self.s0 * self.original.output(&self.lift(x));
+        };
+        let u = &self.original_u0 + a * (x - &self.x0);
+        let n: f64 = u
+            .iter()
+            .zip(self.original.v().iter())
+            .map(|(u, v)| v * relu(*u))
+            .sum();
+        self.s0 * n
+    }
+
+    /// A search point in input space: x0 + Q(x − Qᵀx0), or x itself.
+    fn lift(&self, x: &DVector<f64>) -> DVector<f64> {
+        match self.basis {
+            Some(q) => &self.x0_input + q * (x - &self.x0),
+            None => x.clone(),
+        }
     }
 
     /// 1/‖w_j‖ (1 for a zero neuron): scales a sign row to a unit normal.
@@ -346,11 +378,25 @@ impl Ord for Entry {
 }
 
 /// Precomputed per-network data for many points.
+///
+/// **The span of W.** Only W δ enters the problem, so the nearest flip lies
+/// in x0 + row-space(W): with Wᵀ = Q R (Householder QR, Q d×m orthonormal),
+/// the search runs on the network with first layer W' = Rᵀ (m × m) at the
+/// point Qᵀx0, and the witness y maps back to x0 + Q(y − Qᵀx0), which is
+/// confirmed by a forward pass of the original network. When d > m this
+/// makes every node's work independent of d (the rays, the verifications
+/// and δ itself live in m dimensions); the reduction is exact up to the
+/// rounding of an orthogonal factorisation.
 pub struct DistanceSolver<'a> {
     /// The network as given: witnesses are confirmed on it.
     original: &'a Network,
-    /// The same function with exact duplicates merged (what is searched).
+    /// The same function with exact duplicates merged (what is searched),
+    /// in the coordinates of `basis` when there is one.
     net: Network,
+    /// Q (d × m) when d > m: inputs are searched as Qᵀx.
+    basis: Option<DMatrix<f64>>,
+    /// The original network's W Q (rows of every original neuron).
+    original_in_basis: Option<DMatrix<f64>>,
     kmat: DMatrix<f64>,
     wnorm: Vec<f64>,
     /// Points of known other sign used to seed the incumbent (may be empty).
@@ -362,12 +408,28 @@ pub struct DistanceSolver<'a> {
 impl<'a> DistanceSolver<'a> {
     /// Prepares the search for `net`.
     pub fn new(original: &'a Network) -> Self {
-        let net = original.merged_duplicates();
+        let merged = original.merged_duplicates();
+        let (net, basis) = if merged.dim() > merged.width() {
+            let qr = merged.w().transpose().qr();
+            let reduced = Network::new(qr.r().transpose(), merged.b().clone(), merged.v().clone())
+                .expect("a factor of a finite matrix is finite");
+            (reduced, Some(qr.q()))
+        } else {
+            (merged, None)
+        };
         let kmat = net.w() * net.w().transpose();
         let wnorm = (0..net.width()).map(|j| net.w().row(j).norm()).collect();
+        // The O(m²) proxy pays only when d ≫ m; below, candidates get the
+        // literal forward pass (whose rounding the final check repeats).
+        let original_in_basis = basis
+            .as_ref()
+            .filter(|_| original.dim() > 4 * original.width())
+            .map(|q| original.w() * q);
         Self {
             original,
             net,
+            basis,
+            original_in_basis,
             kmat,
             wnorm,
             references: Vec::new(),
@@ -375,28 +437,32 @@ impl<'a> DistanceSolver<'a> {
         }
     }
 
+    /// An input in the search's coordinates (Qᵀx, or x itself).
+    fn project(&self, x: &DVector<f64>) -> DVector<f64> {
+        match &self.basis {
+            Some(q) => q.tr_mul(x),
+            None => x.clone(),
+        }
+    }
+
     /// Adds reference inputs (e.g. the dataset) used to seed incumbents.
     pub fn with_references(mut self, data: &Dataset) -> Self {
-        self.references = (0..data.n()).map(|i| data.point(i)).collect();
+        self.references = (0..data.n())
+            .map(|i| self.project(&data.point(i)))
+            .collect();
         self
     }
 
     /// Adds attack directions tried in both senses (e.g. the universal direction).
     pub fn with_direction(mut self, dir: DVector<f64>) -> Self {
-        self.directions.push(dir);
+        let d = self.project(&dir);
+        self.directions.push(d);
         self
     }
 
-    fn search(&self, x0: &DVector<f64>) -> Result<Search<'_>> {
-        if x0.len() != self.net.dim() {
-            return Err(Error::Mismatch(format!(
-                "point has d = {}, network d = {}",
-                x0.len(),
-                self.net.dim()
-            )));
-        }
-        let out = self.original.output(x0);
-        let s0 = out.signum();
+    /// The per-point search data; `x0r` is x0 in the search's coordinates.
+    fn search(&self, x0: &DVector<f64>, x0r: &DVector<f64>) -> Search<'_> {
+        let s0 = self.original.output(x0).signum();
         let roles = (0..self.net.width())
             .map(|j| {
                 let sv = s0 * self.net.v()[j];
@@ -409,15 +475,20 @@ impl<'a> DistanceSolver<'a> {
                 }
             })
             .collect();
-        Ok(Search {
+        Search {
             net: &self.net,
+            original: self.original,
+            basis: self.basis.as_ref(),
+            original_in_basis: self.original_in_basis.as_ref(),
+            original_u0: self.original.w() * x0 + self.original.b(),
+            x0_input: x0.clone(),
             kmat: &self.kmat,
-            x0: x0.clone(),
+            x0: x0r.clone(),
             s0,
-            u0: self.net.w() * x0 + self.net.b(),
+            u0: self.net.w() * x0r + self.net.b(),
             wnorm: &self.wnorm,
             roles,
-        })
+        }
     }
 
     /// Cheap attacks: rays along the input gradient, given directions,
@@ -481,7 +552,15 @@ impl<'a> DistanceSolver<'a> {
         opts: &DistanceOptions,
     ) -> Result<PointDistance> {
         let t0 = Instant::now();
-        let s = self.search(x0)?;
+        if x0.len() != self.original.dim() {
+            return Err(Error::Mismatch(format!(
+                "point has d = {}, network d = {}",
+                x0.len(),
+                self.original.dim()
+            )));
+        }
+        let x0r = self.project(x0);
+        let s = self.search(x0, &x0r);
         let output = self.original.output(x0);
         let mut res = PointDistance {
             index,
@@ -618,10 +697,11 @@ impl<'a> DistanceSolver<'a> {
         if let Some(top) = heap.peek() {
             lower = lower.min(top.lb);
         }
-        let confirmed = self.confirm(&s, &best.1);
-        if let Some(c) = &confirmed {
-            best = c.clone();
-        }
+        let lifted = s.lift(&best.1);
+        let confirmed = self.confirm(&s, x0, &lifted);
+        best = confirmed
+            .clone()
+            .unwrap_or_else(|| ((&lifted - x0).norm(), lifted));
         let upper = best.0;
         let lower = lower.min(upper);
         res.unstable_hurting = (0..self.net.width())
@@ -657,16 +737,34 @@ impl<'a> DistanceSolver<'a> {
         Ok(res)
     }
 
-    /// The witness `x` confirmed by a fresh forward pass of the network as
-    /// given (the search ran on its merged form, which differs by the
-    /// rounding of summed output weights), pushed outward along x − x0 by
-    /// at most 1e-10 relative if rounding needs it.
-    fn confirm(&self, s: &Search, x: &DVector<f64>) -> Option<(f64, DVector<f64>)> {
-        let delta = x - &s.x0;
-        [0.0, 1e-13, 1e-12, 1e-11, 1e-10].iter().find_map(|&push| {
-            let y = &s.x0 + &delta * (1.0 + push);
-            (s.s0 * self.original.output(&y) <= 0.0).then(|| ((&y - &s.x0).norm(), y))
-        })
+    /// The witness `x` (in input space) confirmed by a fresh forward pass of
+    /// the network as given (the search ran on its merged form in the span
+    /// of W, which differs by rounding), pushed outward along x − x0 by at
+    /// most 1e-10 relative if rounding needs it.
+    fn confirm(
+        &self,
+        s: &Search,
+        x0: &DVector<f64>,
+        x: &DVector<f64>,
+    ) -> Option<(f64, DVector<f64>)> {
+        let delta = x - x0;
+        let flips = |y: DVector<f64>| {
+            (s.s0 * self.original.output(&y) <= 0.0).then(|| ((&y - x0).norm(), y))
+        };
+        const PUSHES: [f64; 5] = [0.0, 1e-13, 1e-12, 1e-11, 1e-10];
+        PUSHES
+            .iter()
+            .find_map(|&push| flips(x0 + &delta * (1.0 + push)))
+            .or_else(|| {
+                // The exact first crossing of the original network along the
+                // same ray (a witness on a tangent piece of the boundary).
+                let n = delta.norm();
+                let e = &delta / n;
+                let r = crate::attack::critical_radius(self.original, x0, s.s0, &(-&e * s.s0))?;
+                PUSHES
+                    .iter()
+                    .find_map(|&push| flips(x0 + &e * (r * (1.0 + push))))
+            })
     }
 
     /// When the attacks found nothing: decide every convex piece (one per

@@ -87,6 +87,9 @@ pub fn hypotheses(seed: u64, quick: bool) -> Result<SweepConfig> {
         regime: "hypotheses".into(),
         n_test: 100,
         distance_points: if quick { 4 } else { 6 },
+        // Nodes cost O(m²) here (the search runs in the span of W), so a
+        // larger deterministic budget is affordable at d = 10⁵.
+        distance_max_nodes: 20_000,
         seeds: if quick {
             vec![seed]
         } else {
