@@ -347,3 +347,41 @@ fn degenerate_nets_end_exact() {
     assert_eq!(wrong, 0, "{wrong} wrong of {checked}");
     assert_eq!(bounded, 0, "{bounded} bounded of {checked}");
 }
+
+#[test]
+fn high_dimensional_inputs_search_in_the_span_of_w() {
+    // d ≫ m: the search runs on Qᵀx (QR of Wᵀ); brute force works in input
+    // space, so agreement checks the reduction and the lifted witnesses.
+    let mut checked = 0;
+    for seed in 0..60u64 {
+        let mut rng = ChaCha8Rng::seed_from_u64(1000 + seed);
+        let m = rng.gen_range(2..=6);
+        let d = rng.gen_range(30..=120);
+        let net = random_net(&mut rng, m, d, seed % 3 == 0);
+        let x0 = DVector::from_fn(d, |_, _| rng.gen_range(-1.0..1.0));
+        if net.output(&x0) == 0.0 {
+            continue;
+        }
+        let want = brute_force(&net, &x0);
+        let got = DistanceSolver::new(&net)
+            .distance(&x0, 0, 1.0, &DistanceOptions::default())
+            .unwrap();
+        match want {
+            None => assert_eq!(got.status, Status::NoFlip, "seed {seed}"),
+            Some(w) => {
+                assert_eq!(got.status, Status::Exact, "seed {seed}: {got:?}");
+                let up = got.upper.unwrap();
+                assert!(
+                    (up - w).abs() <= 1e-9 * w.max(1.0),
+                    "seed {seed}: {up} vs {w}"
+                );
+                let x = DVector::from_vec(got.witness.unwrap());
+                assert_eq!(x.len(), d);
+                assert!(net.output(&x0).signum() * net.output(&x) <= 0.0);
+                assert!(((&x - &x0).norm() - up).abs() <= 1e-12 * up.max(1.0));
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 40, "{checked}");
+}
