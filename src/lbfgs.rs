@@ -105,7 +105,7 @@ fn two_loop(
     let mut alphas = Vec::with_capacity(hist.len());
     for (s, y, rho) in hist.iter().rev() {
         let a = rho * s.dot(&q);
-        q -= y * a;
+        q.axpy(-a, y, 1.0);
         alphas.push(a);
     }
     if let Some((s, y, _)) = hist.back() {
@@ -126,7 +126,7 @@ fn two_loop(
     }
     for ((s, y, rho), a) in hist.iter().zip(alphas.iter().rev()) {
         let b = rho * y.dot(&q);
-        q += s * (a - b);
+        q.axpy(a - b, s, 1.0);
     }
     q
 }

@@ -393,6 +393,38 @@ impl Activation {
             Activation::Softplus(beta) => 1.0 / (1.0 + (-beta * u).exp()),
         }
     }
+
+    /// (σ(u), σ'(u)) together: for softplus one exponential serves both
+    /// (e = e^{−|βu|}), and beyond |βu| > 40, where e < 5e-18 is below the
+    /// resolution of either, none is taken — the profile of the polish was
+    /// a third exponentials, much of it in libm's underflow path.
+    #[inline]
+    pub fn value_and_slope(self, u: f64) -> (f64, f64) {
+        match self {
+            Activation::Relu => (relu(u), f64::from(u > 0.0)),
+            Activation::Softplus(beta) => {
+                let t = beta * u;
+                let e = if t.abs() > 40.0 {
+                    0.0
+                } else {
+                    (-t.abs()).exp()
+                };
+                let value = (t.max(0.0) + e.ln_1p()) / beta;
+                let slope = if t >= 0.0 {
+                    1.0 / (1.0 + e)
+                } else {
+                    e / (1.0 + e)
+                };
+                (value, slope)
+            }
+        }
+    }
+}
+
+/// σ(U) and σ'(U) of a layer's pre-activations, for one pass of an optimiser.
+pub struct Activations {
+    pub value: DMatrix<f64>,
+    pub slope: DMatrix<f64>,
 }
 
 impl Network {
@@ -401,6 +433,19 @@ impl Network {
         let u = self.preactivations(x);
         let out = u.map(|t| act.value(t)) * &self.v;
         (u, out)
+    }
+
+    /// σ(U), σ'(U) and the outputs for every row of `x`, each σ entry
+    /// computed once (see [`Activation::value_and_slope`]).
+    pub fn activations(&self, x: &DMatrix<f64>, act: Activation) -> (Activations, DVector<f64>) {
+        let u = self.preactivations(x);
+        let mut value = DMatrix::zeros(u.nrows(), u.ncols());
+        let mut slope = DMatrix::zeros(u.nrows(), u.ncols());
+        for ((t, v), s) in u.iter().zip(value.iter_mut()).zip(slope.iter_mut()) {
+            (*v, *s) = act.value_and_slope(*t);
+        }
+        let out = &value * &self.v;
+        (Activations { value, slope }, out)
     }
 
     /// Σ_i coef_i ∇_θ N(x_i) for the activation `act`, given U from
@@ -413,8 +458,22 @@ impl Network {
         coef: &DVector<f64>,
         act: Activation,
     ) -> Network {
-        let gv = u.map(|t| act.value(t)).transpose() * coef;
-        let mut m = u.map(|t| act.slope(t));
+        let acts = Activations {
+            value: u.map(|t| act.value(t)),
+            slope: u.map(|t| act.slope(t)),
+        };
+        self.pullback_from(x, &acts, coef)
+    }
+
+    /// [`Network::pullback`] from precomputed σ(U) and σ'(U).
+    pub fn pullback_from(
+        &self,
+        x: &DMatrix<f64>,
+        acts: &Activations,
+        coef: &DVector<f64>,
+    ) -> Network {
+        let gv = acts.value.transpose() * coef;
+        let mut m = acts.slope.clone();
         for (j, mut col) in m.column_iter_mut().enumerate() {
             col.component_mul_assign(coef);
             col *= self.v[j];

@@ -192,7 +192,7 @@ impl Lagrangian<'_> {
             return (f64::INFINITY, theta.clone());
         }
         let net = self.net(theta);
-        let (u, out) = net.outputs_with(self.data.x(), self.act);
+        let (acts, out) = net.activations(self.data.x(), self.act);
         let y = DVector::from_column_slice(self.data.y());
         let c = out.component_mul(&y).add_scalar(-1.0);
         let a = (&self.lambda - &c * self.rho).map(|v| v.max(0.0));
@@ -200,7 +200,7 @@ impl Lagrangian<'_> {
         let value = 0.5 * theta.norm_squared()
             + (a.norm_squared() - self.lambda.norm_squared()) / (2.0 * self.rho)
             + 0.5 * self.kappa * diff.norm_squared();
-        let pull = net.pullback(self.data.x(), &u, &a.component_mul(&y), self.act);
+        let pull = net.pullback_from(self.data.x(), &acts, &a.component_mul(&y));
         let grad = theta - flat(&pull) + diff * self.kappa;
         (value, grad.component_mul(&self.mask))
     }
