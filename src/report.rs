@@ -534,7 +534,7 @@ pub fn markdown(rep: &Report) -> String {
     ));
     s.push_str("Medians are raw Euclidean lengths; `univ` is the exact critical ‖z‖ along Σ y_q μ_q, `dist` the certified minimal ℓ2 flip distance (upper end of the bracket). The A3 ratio is Assumption 2.2(3)'s lhs/rhs at C_A = 1 (> 1: the assumption fails); min C_A = 1/ratio is the largest constant for which it would still hold. Regime: `hypotheses` = Assumption 2.2 and P1–P6 hold; `boundary` = they do not but the ratio is in [0.5, 2].\n\n");
     s.push_str(&table(rep));
-    s.push_str("\nA KKT column marked ⚠ holds a polished net the certifier did not pass: its numbers describe a near-KKT net, and it is left out of the `polished` slope and of the verdict.\n");
+    s.push_str("\nA KKT column marked ⚠ holds a polished net the certifier did not pass (or none: a row marked FAILED says why): its numbers describe a near-KKT net, and it is left out of the `polished` slope and of the verdict. A distance marked `(b bounded)` has b points whose search hit the node limit: the median uses their proven upper ends.\n");
     s.push_str(&slopes_section(rep));
     s.push_str(&verdict_section(rep));
     s.push_str("\nFigures: `figures/flip_rate.svg`, `figures/critical_vs_scale.svg`, `figures/distance_hist.svg`, `figures/regimes.svg` (radius / √(d/k) against the A3 ratio).\n");
@@ -547,14 +547,28 @@ fn table(rep: &Report) -> String {
         s.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} ({}){} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |\n",
             r.k, r.d, r.sigma, r.n, r.width, r.seed, r.regime, opt(r.test_error, 3), sci(r.kkt_relative_upper),
-            sci(r.kkt_relative_complementarity), if r.kkt_certified { "" } else { " ⚠ NOT certified KKT" }, opt(r.universal_median, 2), opt(r.distance_median, 2),
-            opt(r.kkt_universal_median, 2), opt(r.kkt_distance_median, 2), opt(r.robust_universal_median, 2),
-            opt(r.robust_distance_median, 2), r.sqrt_d_over_k, r.sqrt_d / 2.0, r.assumption_ratio, 1.0 / r.assumption_ratio,
+            sci(r.kkt_relative_complementarity), if r.kkt_certified { "" } else { " ⚠ NOT certified KKT" }, opt(r.universal_median, 2), dist(r, "GD", r.distance_median),
+            opt(r.kkt_universal_median, 2), dist(r, "polished", r.kkt_distance_median), opt(r.robust_universal_median, 2),
+            dist(r, "robust", r.robust_distance_median), r.sqrt_d_over_k, r.sqrt_d / 2.0, r.assumption_ratio, 1.0 / r.assumption_ratio,
             match r.data_nice { Some(true) => "hold", Some(false) => "fail", None => "—" },
             r.error.as_ref().map_or(r.edge.clone(), |e| format!("FAILED: {e}"))
         ));
     }
     s
+}
+
+/// A distance median, marked with how many of its points stayed `bounded`
+/// (their upper ends enter the median), so a cell never passes for exact.
+fn dist(row: &Row, kind: &str, median: Option<f64>) -> String {
+    let bounded = row
+        .kinds
+        .iter()
+        .find(|(n, _)| n == kind)
+        .map_or(0, |(_, k)| k.distance_bounded);
+    match bounded {
+        0 => opt(median, 2),
+        b => format!("{} ({b} bounded)", opt(median, 2)),
+    }
 }
 
 fn slopes_section(rep: &Report) -> String {
