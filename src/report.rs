@@ -532,7 +532,7 @@ pub fn markdown(rep: &Report) -> String {
         rep.config.regime, rep.config.n_per_cluster, rep.config.width_factors, rep.config.seeds, rep.config.distance_points,
         rep.config.distance_max_nodes, rep.config.polish_mode.name(), rep.config.polish_iteration_budget, rep.seconds
     ));
-    s.push_str("Medians are raw Euclidean lengths; `univ` is the exact critical ‖z‖ along Σ y_q μ_q, `dist` the certified minimal ℓ2 flip distance (upper end of the bracket). The A3 ratio is Assumption 2.2(3)'s lhs/rhs at C_A = 1 (> 1: the assumption fails); min C_A = 1/ratio is the largest constant for which it would still hold. Regime: `hypotheses` = Assumption 2.2 and P1–P6 hold; `boundary` = they do not but the ratio is in [0.5, 2].\n\n");
+    s.push_str("Medians are raw Euclidean lengths; `univ` is the exact critical ‖z‖ along Σ y_q μ_q, `dist` the certified minimal ℓ2 flip distance (upper end of the bracket). The A3 ratio is Assumption 2.2(3)'s lhs/rhs at C_A = 1 (> 1: the assumption fails); max C_A = 1/ratio is the largest constant for which it would still hold (the ratio grows linearly in C_A, so the issue's \"smallest C_A for which A3 holds\" is this bound: every C_A below it passes). Regime: `hypotheses` = Assumption 2.2 and P1–P6 hold; `boundary` = they do not but the ratio is in [0.5, 2].\n\n");
     s.push_str(&table(rep));
     s.push_str("\nA KKT column marked ⚠ holds a polished net the certifier did not pass (or none: a row marked FAILED says why): its numbers describe a near-KKT net, and it is left out of the `polished` slope and of the verdict. A distance marked `(b bounded)` has b points whose search hit the node limit: the median uses their proven upper ends.\n");
     s.push_str(&slopes_section(rep));
@@ -542,7 +542,7 @@ pub fn markdown(rep: &Report) -> String {
 }
 
 fn table(rep: &Report) -> String {
-    let mut s = String::from("| k | d | σ | n | width | seed | regime | test err | KKT ε_rel (δ_rel) | GD univ | GD dist | KKT univ | KKT dist | robust univ | robust dist | √(d/k) | √d/2 | A3 ratio | min C_A | P1–P6 | edge observed |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    let mut s = String::from("| k | d | σ | n | width | seed | regime | test err | KKT ε_rel (δ_rel) | GD univ | GD dist | KKT univ | KKT dist | robust univ | robust dist | √(d/k) | √d/2 | A3 ratio | max C_A | P1–P6 | edge observed |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in &rep.rows {
         s.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} ({}){} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |\n",
