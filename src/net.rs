@@ -142,11 +142,11 @@ impl Network {
     /// neurons degenerate; after merging, each hyperplane appears once. The
     /// outputs agree with the original up to the rounding of the summed v.
     pub fn merged_duplicates(&self) -> Network {
-        let (m, d) = (self.width(), self.dim());
-        let mut order: Vec<(Vec<u64>, f64)> = Vec::new();
+        // First neuron of each (w, b) and the summed v, in order of appearance.
+        let mut groups: Vec<(usize, f64)> = Vec::new();
         let mut index: std::collections::HashMap<Vec<u64>, usize> =
             std::collections::HashMap::new();
-        for j in 0..m {
+        for j in 0..self.width() {
             let key: Vec<u64> = self
                 .w
                 .row(j)
@@ -155,26 +155,27 @@ impl Network {
                 .map(|x| (x + 0.0).to_bits())
                 .collect();
             match index.get(&key) {
-                Some(&k) => order[k].1 += self.v[j],
+                Some(&g) => groups[g].1 += self.v[j],
                 None => {
-                    index.insert(key.clone(), order.len());
-                    order.push((key, self.v[j]));
+                    index.insert(key, groups.len());
+                    groups.push((j, self.v[j]));
                 }
             }
         }
-        order.retain(|(_, v)| *v != 0.0);
-        if order.is_empty() {
+        groups.retain(|(_, v)| *v != 0.0);
+        if groups.is_empty() {
             return Network {
-                w: DMatrix::zeros(1, d),
+                w: DMatrix::zeros(1, self.dim()),
                 b: DVector::zeros(1),
                 v: DVector::zeros(1),
             };
         }
-        let k = order.len();
-        let w = DMatrix::from_fn(k, d, |r, c| f64::from_bits(order[r].0[c]));
-        let b = DVector::from_fn(k, |r, _| f64::from_bits(order[r].0[d]));
-        let v = DVector::from_fn(k, |r, _| order[r].1);
-        Network { w, b, v }
+        let first: Vec<usize> = groups.iter().map(|g| g.0).collect();
+        Network {
+            w: self.w.select_rows(&first),
+            b: self.b.select_rows(&first),
+            v: DVector::from_iterator(groups.len(), groups.iter().map(|g| g.1)),
+        }
     }
 
     /// θ flattened: W row-major, then b, then v.
@@ -385,16 +386,7 @@ impl Activation {
         }
     }
 
-    /// σ'(u) (ReLU'(0) = 0).
-    #[inline]
-    pub fn slope(self, u: f64) -> f64 {
-        match self {
-            Activation::Relu => f64::from(u > 0.0),
-            Activation::Softplus(beta) => 1.0 / (1.0 + (-beta * u).exp()),
-        }
-    }
-
-    /// (σ(u), σ'(u)) together: for softplus one exponential serves both
+    /// (σ(u), σ'(u)) together (ReLU'(0) = 0): for softplus one exponential serves both
     /// (e = e^{−|βu|}), and beyond |βu| > 40, where e < 5e-18 is below the
     /// resolution of either, none is taken — the profile of the polish was
     /// a third exponentials, much of it in libm's underflow path.
@@ -427,6 +419,19 @@ pub struct Activations {
     pub slope: DMatrix<f64>,
 }
 
+impl Activations {
+    /// σ and σ' of every entry of `u`, each computed once
+    /// (see [`Activation::value_and_slope`]).
+    pub fn of(u: &DMatrix<f64>, act: Activation) -> Self {
+        let mut value = DMatrix::zeros(u.nrows(), u.ncols());
+        let mut slope = DMatrix::zeros(u.nrows(), u.ncols());
+        for ((t, v), s) in u.iter().zip(value.iter_mut()).zip(slope.iter_mut()) {
+            (*v, *s) = act.value_and_slope(*t);
+        }
+        Self { value, slope }
+    }
+}
+
 impl Network {
     /// Pre-activations U and outputs Σ_j v_j σ(u_ij) for every row of `x`.
     pub fn outputs_with(&self, x: &DMatrix<f64>, act: Activation) -> (DMatrix<f64>, DVector<f64>) {
@@ -435,17 +440,11 @@ impl Network {
         (u, out)
     }
 
-    /// σ(U), σ'(U) and the outputs for every row of `x`, each σ entry
-    /// computed once (see [`Activation::value_and_slope`]).
+    /// σ(U), σ'(U) and the outputs for every row of `x`.
     pub fn activations(&self, x: &DMatrix<f64>, act: Activation) -> (Activations, DVector<f64>) {
-        let u = self.preactivations(x);
-        let mut value = DMatrix::zeros(u.nrows(), u.ncols());
-        let mut slope = DMatrix::zeros(u.nrows(), u.ncols());
-        for ((t, v), s) in u.iter().zip(value.iter_mut()).zip(slope.iter_mut()) {
-            (*v, *s) = act.value_and_slope(*t);
-        }
-        let out = &value * &self.v;
-        (Activations { value, slope }, out)
+        let acts = Activations::of(&self.preactivations(x), act);
+        let out = &acts.value * &self.v;
+        (acts, out)
     }
 
     /// Σ_i coef_i ∇_θ N(x_i) for the activation `act`, given U from
@@ -458,22 +457,19 @@ impl Network {
         coef: &DVector<f64>,
         act: Activation,
     ) -> Network {
-        let acts = Activations {
-            value: u.map(|t| act.value(t)),
-            slope: u.map(|t| act.slope(t)),
-        };
-        self.pullback_from(x, &acts, coef)
+        self.pullback_from(x, Activations::of(u, act), coef)
     }
 
-    /// [`Network::pullback`] from precomputed σ(U) and σ'(U).
+    /// [`Network::pullback`] from precomputed σ(U) and σ'(U) (σ'(U) is
+    /// reused in place as the pullback's coefficient matrix).
     pub fn pullback_from(
         &self,
         x: &DMatrix<f64>,
-        acts: &Activations,
+        acts: Activations,
         coef: &DVector<f64>,
     ) -> Network {
         let gv = acts.value.transpose() * coef;
-        let mut m = acts.slope.clone();
+        let mut m = acts.slope;
         for (j, mut col) in m.column_iter_mut().enumerate() {
             col.component_mul_assign(coef);
             col *= self.v[j];

@@ -200,7 +200,7 @@ impl Lagrangian<'_> {
         let value = 0.5 * theta.norm_squared()
             + (a.norm_squared() - self.lambda.norm_squared()) / (2.0 * self.rho)
             + 0.5 * self.kappa * diff.norm_squared();
-        let pull = net.pullback_from(self.data.x(), &acts, &a.component_mul(&y));
+        let pull = net.pullback_from(self.data.x(), acts, &a.component_mul(&y));
         let grad = theta - flat(&pull) + diff * self.kappa;
         (value, grad.component_mul(&self.mask))
     }

@@ -17,10 +17,9 @@
 //! within reach of one machine because the polish runs in the span form,
 //! whose cost does not grow with d.
 
-use crate::audit::{audit, AuditOptions};
 use crate::data::{Fixture, FixtureSpec};
 use crate::error::Result;
-use crate::report::{spec, SearchRow, Size, SweepConfig};
+use crate::report::{audit_fixture, spec, SearchRow, Size, SweepConfig};
 
 /// The d grid of the search: 100·4^j.
 const D_GRID: [usize; 5] = [400, 1600, 6400, 25_600, 102_400];
@@ -32,16 +31,10 @@ fn audit_size(size: Size, cfg: &SweepConfig, seed: u64) -> Result<SearchRow> {
         n_test: 1,
         ..spec(size, cfg, seed)
     })?;
-    let a = audit(
-        &fx.means,
-        size.sigma,
-        Some(&fx.train),
-        &AuditOptions::default(),
-    )?;
-    let a3_ratio = a.a3_ratio();
+    let a = audit_fixture(&fx)?;
     Ok(SearchRow {
         size,
-        a3_ratio,
+        a3_ratio: a.a3_ratio(),
         assumption_holds: a.assumption_holds,
         data_nice: a.data_nice,
         chosen: "unused".into(),

@@ -7,7 +7,7 @@
 //! recorded with its error and the run goes on.
 
 use crate::attack::{attack, AttackReport};
-use crate::audit::{audit, AuditOptions};
+use crate::audit::{audit, Audit, AuditOptions};
 use crate::data::{Fixture, FixtureSpec, LabelRule, MeansKind, FIXTURE_FORMAT};
 use crate::distance::{DistanceOptions, DistanceSolver, PointDistance, Status};
 use crate::error::Result;
@@ -202,6 +202,17 @@ pub struct Report {
     pub seconds: f64,
 }
 
+/// The audit of a fixture with the documented constants (its training set
+/// for P1–P6).
+pub(crate) fn audit_fixture(fx: &Fixture) -> Result<Audit> {
+    audit(
+        &fx.means,
+        fx.spec.sigma,
+        Some(&fx.train),
+        &AuditOptions::default(),
+    )
+}
+
 /// The fixture of one size of the sweep.
 pub(crate) fn spec(size: Size, cfg: &SweepConfig, seed: u64) -> FixtureSpec {
     FixtureSpec {
@@ -302,22 +313,15 @@ fn edge(row: &Row) -> String {
 }
 
 /// One cell of the sweep.
-fn cell(
-    index: usize,
-    fx: &Fixture,
-    width: usize,
-    seed: u64,
-    cfg: &SweepConfig,
-    aud: (bool, f64, Option<bool>),
-) -> Row {
-    let (k, d) = (fx.spec.k, fx.spec.d);
+fn cell(index: usize, fx: &Fixture, width: usize, cfg: &SweepConfig, aud: &Audit) -> Row {
+    let (k, d, seed) = (fx.spec.k, fx.spec.d, fx.spec.seed);
     let mut row = Row {
         cell: index,
         k,
         d,
         sigma: fx.spec.sigma,
         n: fx.train.n(),
-        regime: regime_of(aud.0, aud.1, aud.2).into(),
+        regime: regime_of(aud.assumption_holds, aud.a3_ratio(), aud.data_nice).into(),
         width,
         seed,
         test_error: None,
@@ -334,9 +338,9 @@ fn cell(
         robust_distance_median: None,
         sqrt_d_over_k: (d as f64 / k as f64).sqrt(),
         sqrt_d: (d as f64).sqrt(),
-        assumption_holds: aud.0,
-        assumption_ratio: aud.1,
-        data_nice: aud.2,
+        assumption_holds: aud.assumption_holds,
+        assumption_ratio: aud.a3_ratio(),
+        data_nice: aud.data_nice,
         edge: String::new(),
         polish_seconds: None,
         error: None,
@@ -423,19 +427,12 @@ pub fn run(
                 continue;
             }
             let fx = Fixture::generate(spec(size, cfg, seed))?;
-            let a = audit(
-                &fx.means,
-                size.sigma,
-                Some(&fx.train),
-                &AuditOptions::default(),
-            )?;
-            let a3 = a.a3_ratio();
+            let aud = audit_fixture(&fx)?;
             for (w, &f) in cfg.width_factors.iter().enumerate() {
                 if !owns(first + w) {
                     continue;
                 }
-                let aud = (a.assumption_holds, a3, a.data_nice);
-                let row = cell(first + w, &fx, f * size.k, seed, cfg, aud);
+                let row = cell(first + w, &fx, f * size.k, cfg, &aud);
                 on_cell(&row);
                 rows.push(row);
             }

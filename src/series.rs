@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::figures::{nice_points, plot_err, svg};
 use crate::kkt::{certify, Certificate, CertifyOptions, Norm};
 use crate::net::Evaluation;
+use crate::tensors::read_metadata;
 use plotters::prelude::*;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -65,10 +66,10 @@ pub fn list_checkpoints(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// The GD step a checkpoint records in its metadata, if any.
+/// The GD step a checkpoint records in its metadata, if any (the header
+/// only: every checkpoint is loaded once, later, to be certified).
 fn step_of(path: &Path) -> Option<u64> {
-    let ck = Checkpoint::load(path).ok()?;
-    ck.metadata.get("step")?.parse().ok()
+    read_metadata(path).ok()?.get("step")?.parse().ok()
 }
 
 /// Certifies one checkpoint of a series.

@@ -159,6 +159,34 @@ impl TensorFile {
     }
 }
 
+/// The string metadata of a safetensors file, reading only its header (the
+/// 8-byte length and the JSON after it), not the tensors: for listing many
+/// checkpoints before loading any. Empty for files without metadata.
+pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    use std::io::Read;
+    let bad = |msg: String| Error::file(path, msg);
+    let mut f = std::fs::File::open(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|e| bad(format!("not a valid safetensors file (no header): {e}")))?;
+    let n = u64::from_le_bytes(len);
+    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if n.saturating_add(8) > size {
+        return Err(bad(format!(
+            "not a valid safetensors file: header of {n} bytes in a file of {size}"
+        )));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header)
+        .map_err(|e| bad(format!("cannot read the header: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| bad(format!("not a valid safetensors header: {e}")))?;
+    Ok(value
+        .get("__metadata__")
+        .and_then(|m| serde_json::from_value(m.clone()).ok())
+        .unwrap_or_default())
+}
+
 /// Little-endian floats of `dtype` widened exactly to f64 (None: not a float type).
 fn widen(dtype: Dtype, data: &[u8]) -> Option<Vec<f64>> {
     let values = match dtype {

@@ -71,7 +71,7 @@ def certify(W, b, v, X, y, norm="l2", tol=1e-4, delta=None, act_tol=1e-6):
     return json.loads(out)
 
 
-def distance(W, b, v, X, y=None, indices=None, time_limit=60.0, max_nodes=None, threads=None, c=0.0):
+def distance(W, b, v, X, indices=None, time_limit=60.0, max_nodes=None, threads=None, y=None, c=0.0):
     """Certified exact minimal ℓ2 flip distances: the ``points`` of
     ``kktcert distance --json``. ``y`` (the labels reported) defaults to the
     net's own signs; ``c`` is an output bias."""

@@ -3,10 +3,9 @@
 
 use super::certify::{certify_series, CertArgs};
 use super::NetFormat;
-use kktcert::checkpoint::Checkpoint;
 use kktcert::data::Dataset;
 use kktcert::series::{csv, list_checkpoints, write_path_figure};
-use kktcert::tensors::{write_atomic, write_json};
+use kktcert::tensors::{read_metadata, write_atomic, write_json};
 use kktcert::{Error, Result};
 use std::path::PathBuf;
 
@@ -30,8 +29,10 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
     let nets = list_checkpoints(std::slice::from_ref(&a.dir))?;
     let data_path = match &a.data {
         Some(p) => p.clone(),
-        None => Checkpoint::load(&nets[0])?
-            .metadata
+        // An ONNX file has no metadata: it then asks for --data like a
+        // checkpoint without `train_data`.
+        None => read_metadata(&nets[0])
+            .unwrap_or_default()
             .get("train_data")
             .map(PathBuf::from)
             .ok_or_else(|| {

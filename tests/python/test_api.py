@@ -36,7 +36,7 @@ def test_distance_matches_cli(tmp_path, cli, trained):
     out = tmp_path / "dist.json"
     cli("distance", "--net", trained, "--data", TINY / "test.safetensors", "--indices", "0:5", "--json", out)
     W, b, v = kktcert.load_net(trained)
-    got = kktcert.distance(W, b, v, X, y, indices=range(5))
+    got = kktcert.distance(W, b, v, X, range(5), y=y)
     assert strip_timing(got) == strip_timing(json.loads(out.read_text())["points"])
     assert all(p["status"] == "exact" for p in got)
 

@@ -76,7 +76,7 @@ def test_output_bias_is_kept_and_refused_by_certify(tmp_path, cli):
     r = cli("certify", "--net", p, "--data", data, check=False)
     assert r.returncode == 2 and "output bias" in r.stderr and "Problem (2)" in r.stderr
     # distance handles N(x) + c exactly: every witness flips the biased net.
-    pts = kktcert.distance(W2, b2, v2, X[:4], y[:4], c=c2, time_limit=20)
+    pts = kktcert.distance(W2, b2, v2, X[:4], y=y[:4], c=c2, time_limit=20)
     for pt in pts:
         assert pt["status"] == "exact", pt
         w = np.array(pt["witness"])
