@@ -742,6 +742,19 @@ pub fn certify(
     }
 }
 
+/// The norms named by `l2`, `linf` or `both` (the CLI's and Python's `norm`).
+pub fn parse_norms(s: &str) -> Result<Vec<Norm>> {
+    match s {
+        "l2" => Ok(vec![Norm::L2]),
+        "linf" => Ok(vec![Norm::Linf]),
+        "both" => Ok(vec![Norm::L2, Norm::Linf]),
+        _ => Err(Error::param(
+            "norm",
+            format!("`{s}`, expected l2, linf or both"),
+        )),
+    }
+}
+
 /// The JSON of one checkpoint's certificates as `certify --json` writes it:
 /// the certificate itself for one norm, `{l2, linf}` for both.
 pub fn certificates_json(certs: &[Certificate]) -> serde_json::Value {

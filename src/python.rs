@@ -12,7 +12,7 @@ use crate::checkpoint::{Checkpoint, LoadOptions, TensorNames};
 use crate::data::{Dataset, Means};
 use crate::distance::{DistanceOptions, DistanceSolver, PointDistance};
 use crate::error::Error;
-use crate::kkt::{certificates_json, certify, CertifyOptions, Norm};
+use crate::kkt::{certificates_json, certify, parse_norms, CertifyOptions};
 use crate::net::Network;
 use crate::polish::{polish, PolishMode, PolishOptions};
 use nalgebra::{DMatrix, DVector};
@@ -111,16 +111,7 @@ fn certify_json(
 ) -> PyResult<String> {
     let net = network(&w, &b, &v)?;
     let data = dataset(&x, &y)?;
-    let norms = match norm {
-        "l2" => vec![Norm::L2],
-        "linf" => vec![Norm::Linf],
-        "both" => vec![Norm::L2, Norm::Linf],
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "invalid parameter `norm`: `{other}`, expected l2, linf or both"
-            )))
-        }
-    };
+    let norms = parse_norms(norm).map_err(value_error)?;
     let opts = CertifyOptions {
         tol,
         delta_rel: delta,

@@ -4,7 +4,7 @@
 
 use super::{progress, NetFormat};
 use kktcert::data::Dataset;
-use kktcert::kkt::{certificates_json, certify, Certificate, CertifyOptions, Norm};
+use kktcert::kkt::{certificates_json, certify, parse_norms, Certificate, CertifyOptions, Norm};
 use kktcert::series::{certify_row, list_checkpoints, SeriesRow};
 use kktcert::shard::{Shard, ShardInfo};
 use kktcert::tensors::write_json;
@@ -50,17 +50,7 @@ pub struct CertArgs {
 impl CertArgs {
     /// The norms and certificate options these flags describe.
     pub fn parse(&self) -> Result<(Vec<Norm>, CertifyOptions)> {
-        let norms = match self.norm.as_str() {
-            "l2" => vec![Norm::L2],
-            "linf" => vec![Norm::Linf],
-            "both" => vec![Norm::L2, Norm::Linf],
-            s => {
-                return Err(Error::Param {
-                    name: "norm".into(),
-                    msg: format!("`{s}`, expected l2, linf or both"),
-                })
-            }
-        };
+        let norms = parse_norms(&self.norm)?;
         let delta_rel = match self.delta.as_deref() {
             None => Some(self.tol),
             Some("inf") => None,
