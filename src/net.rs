@@ -12,7 +12,7 @@ use nalgebra::{DMatrix, DVector};
 /// op(A)·op(B), op = transpose when the flag is set, through matrixmultiply's
 /// strided dgemm: the transposes are stride swaps, not copies (nalgebra
 /// would copy, and its `tr_mul` is a dot-product loop).
-fn product(a: &DMatrix<f64>, ta: bool, b: &DMatrix<f64>, tb: bool) -> DMatrix<f64> {
+pub(crate) fn product(a: &DMatrix<f64>, ta: bool, b: &DMatrix<f64>, tb: bool) -> DMatrix<f64> {
     let (m, k) = if ta {
         (a.ncols(), a.nrows())
     } else {

@@ -231,6 +231,7 @@ fn judge(net: &Network, data: &Dataset, opts: &PolishOptions) -> Result<Certific
         tol: opts.tol,
         delta_rel: Some(opts.tol),
         act_tol: opts.act_tol,
+        ..CertifyOptions::default()
     };
     certify(net, data, Norm::L2, &copts)
 }

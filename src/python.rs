@@ -95,7 +95,7 @@ fn load_net<'py>(
 
 /// The certificate JSON (`certify --json`).
 #[pyfunction]
-#[pyo3(signature = (w, b, v, x, y, norm, tol, delta, act_tol))]
+#[pyo3(signature = (w, b, v, x, y, norm, tol, delta, act_tol, method))]
 #[allow(clippy::too_many_arguments)]
 fn certify_json(
     py: Python<'_>,
@@ -108,6 +108,7 @@ fn certify_json(
     tol: f64,
     delta: Option<f64>,
     act_tol: f64,
+    method: &str,
 ) -> PyResult<String> {
     let net = network(&w, &b, &v)?;
     let data = dataset(&x, &y)?;
@@ -116,6 +117,7 @@ fn certify_json(
         tol,
         delta_rel: delta,
         act_tol,
+        method: method.parse().map_err(value_error)?,
     };
     py.detach(|| {
         net.check_dim(&data)?;

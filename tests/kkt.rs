@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use kktcert::data::Dataset;
-use kktcert::kkt::{certify, CertifyOptions, Norm, Verdict};
+use kktcert::kkt::{certify, CertifyOptions, Method, Norm, Verdict};
 use kktcert::net::Network;
 use kktcert::train::{train, TrainConfig};
 use nalgebra::{DMatrix, DVector};
@@ -15,6 +15,7 @@ fn opts(delta: Option<f64>) -> CertifyOptions {
         tol: 1e-6,
         delta_rel: delta,
         act_tol: 1e-9,
+        ..Default::default()
     }
 }
 
@@ -160,6 +161,57 @@ fn certified_bracket_properties() {
     QuickCheck::new()
         .tests(40)
         .quickcheck(bracket_properties as fn(u64) -> TestResult);
+}
+
+/// The working set (from 2 points, so it must generate columns and pairs)
+/// returns the full Gram's bracket to 1e-9 relative, in both norms, with and
+/// without the complementarity row, with many ambiguous pairs (τ = 0.05).
+fn working_set_matches_full(seed: u64) -> TestResult {
+    let Some((net, data)) = small_case(seed) else {
+        return TestResult::discard();
+    };
+    let mut ok = true;
+    for (norm, delta) in [
+        (Norm::L2, Some(1e-3)),
+        (Norm::L2, None),
+        (Norm::Linf, Some(1e-3)),
+    ] {
+        let base = CertifyOptions {
+            act_tol: 0.05,
+            ..opts(delta)
+        };
+        let with = |method| {
+            certify(
+                &net,
+                &data,
+                norm,
+                &CertifyOptions {
+                    method,
+                    ..base.clone()
+                },
+            )
+        };
+        let full = with(Method::Full).unwrap();
+        let ws = with(Method::WorkingSet { initial: 2 }).unwrap();
+        let stats = ws.working_set.as_ref().unwrap();
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * full.upper.max(1e-12);
+        let agree = close(full.upper, ws.upper) && close(full.lower, ws.lower);
+        if !agree || !stats.converged {
+            eprintln!(
+                "seed {seed} {norm:?} δ {delta:?}: full [{}, {}] ws [{}, {}] {stats:?}",
+                full.lower, full.upper, ws.lower, ws.upper
+            );
+        }
+        ok &= agree && stats.converged;
+    }
+    TestResult::from_bool(ok)
+}
+
+#[test]
+fn working_set_brackets_equal_the_full_grams() {
+    QuickCheck::new()
+        .tests(25)
+        .quickcheck(working_set_matches_full as fn(u64) -> TestResult);
 }
 
 #[test]

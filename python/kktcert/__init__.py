@@ -58,16 +58,17 @@ def load_net(path, tensors=None, with_bias=False):
     return W, b, v
 
 
-def certify(W, b, v, X, y, norm="l2", tol=1e-4, delta=None, act_tol=1e-6):
+def certify(W, b, v, X, y, norm="l2", tol=1e-4, delta=None, act_tol=1e-6, method="auto"):
     """KKT certificate of Problem (2) for the net on (X, y): the dict of
     ``kktcert certify --json``. ``delta=None`` uses ``tol`` (as the CLI);
-    ``delta=float('inf')`` drops the complementarity row."""
+    ``delta=float('inf')`` drops the complementarity row. ``method`` is the
+    CLI's ``--method``: auto, full or working-set (for large n)."""
     W, b, v = _net(W, b, v)
     if delta is None:
         delta = tol
     elif np.isinf(delta):
         delta = None
-    out = _native.certify_json(W, b, v, _f64(X, "X", 2), _f64(y, "y", 1), norm, float(tol), delta, float(act_tol))
+    out = _native.certify_json(W, b, v, _f64(X, "X", 2), _f64(y, "y", 1), norm, float(tol), delta, float(act_tol), method)
     return json.loads(out)
 
 

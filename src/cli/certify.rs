@@ -4,7 +4,9 @@
 
 use super::{progress, NetFormat};
 use kktcert::data::Dataset;
-use kktcert::kkt::{certificates_json, certify, parse_norms, Certificate, CertifyOptions, Norm};
+use kktcert::kkt::{
+    certificates_json, certify, parse_norms, Certificate, CertifyOptions, Method, Norm,
+};
 use kktcert::series::{certify_row, list_checkpoints, SeriesRow};
 use kktcert::shard::{Shard, ShardInfo};
 use kktcert::tensors::write_json;
@@ -45,6 +47,11 @@ pub struct CertArgs {
     /// τ_act: relative threshold for Clarke-ambiguous (point, neuron) pairs.
     #[arg(long, default_value_t = 1e-6)]
     act_tol: f64,
+    /// How the problem is solved over the points: auto (the full Gram
+    /// system up to 2000 variables, the working set above) | full |
+    /// working-set (column generation with exact pricing of every point).
+    #[arg(long, default_value = "auto")]
+    method: Method,
 }
 
 impl CertArgs {
@@ -63,6 +70,7 @@ impl CertArgs {
             tol: self.tol,
             delta_rel,
             act_tol: self.act_tol,
+            method: self.method,
         };
         Ok((norms, opts))
     }

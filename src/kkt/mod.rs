@@ -1,0 +1,256 @@
+//! KKT certificates for Problem (2), min ½‖θ‖² s.t. q_i(θ) ≥ 1 (SPEC §2–§3).
+//!
+//! The network is rescaled to min-margin 1 (θ̂). With f = θ̂ and E the matrix
+//! whose columns are h_i = y_i ∇_θ N(x_i) (strict activations) plus, for every
+//! Clarke-ambiguous pair (i, j) (|u_ij| ≤ τ‖(w_j, b_j)‖(‖x_i‖+1)), a column
+//! y_i v_j (x_i, 1) in neuron j's (w, b) block with weight γ_ij ≤ λ_i, the
+//! certificate problem is
+//!
+//! ```text
+//!   min ‖f − E z‖   over z = (λ, γ) ≥ 0,   γ_ij − λ_i ≤ 0,   Σ_i λ_i (q̂_i − 1) ≤ δ.
+//! ```
+//!
+//! E is never formed: p = m(d+2) is large, so every product with E or Eᵀ goes
+//! through the per-neuron structure (n×m×d matrix products, [`system`]).
+//! With N = n + #ambiguous up to a few thousand, the ℓ2 problem is solved on
+//! the formed N×N Gram system with the exact active-set QP of
+//! [`crate::linalg`], and the ℓ∞ problem by cutting planes ([`linf`]); for
+//! larger n, both are solved on a working set of points priced exactly
+//! against all the others ([`working_set`]).
+//!
+//! **Certified bracket.** `upper` is ‖f − Ez‖ recomputed from the returned,
+//! repaired-to-feasible z. `lower` is the weak-duality bound
+//! (uᵀf − μᵀb)/‖u‖_* for a (u, μ ≥ 0) whose dual feasibility Eᵀu ≤ Aᵀμ is
+//! *checked*, with an a-priori floating-point error bound added to each
+//! checked entry; violated entries are repaired by projecting u, never
+//! assumed away. Rounding in the final quotient is bounded the same way.
+
+mod linf;
+mod system;
+mod working_set;
+
+pub use system::KktSystem;
+pub use working_set::WorkingSetStats;
+
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::net::Network;
+use nalgebra::DMatrix;
+use serde::Serialize;
+
+/// Residual norm of the certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Norm {
+    L2,
+    Linf,
+}
+
+/// Options of [`certify`].
+#[derive(Clone, Debug)]
+pub struct CertifyOptions {
+    /// Tolerance on ε_rel and δ_rel for the verdict.
+    pub tol: f64,
+    /// δ_rel of the complementarity row; `None` drops the row.
+    pub delta_rel: Option<f64>,
+    /// τ_act: relative threshold for Clarke-ambiguous pairs.
+    pub act_tol: f64,
+    /// How the ℓ2/ℓ∞ problem is solved over the points.
+    pub method: Method,
+}
+
+/// How the certificate problem is solved over the training points. Both
+/// methods return the same certified bracket (up to the solvers' rounding).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Method {
+    /// The full Gram system up to [`FULL_GRAM_MAX`] variables, the working
+    /// set above.
+    #[default]
+    Auto,
+    /// The formed N×N Gram system (N = n + ambiguous pairs).
+    Full,
+    /// Column generation over the points with exact pricing, from the
+    /// `initial` points of smallest margin.
+    WorkingSet { initial: usize },
+}
+
+/// Points in the working set's first round (those of smallest margin).
+pub const WORKING_SET_INITIAL: usize = 256;
+
+/// Largest N for which [`Method::Auto`] forms the full Gram system.
+pub const FULL_GRAM_MAX: usize = 2000;
+
+impl std::str::FromStr for Method {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Method::Auto),
+            "full" => Ok(Method::Full),
+            "working-set" => Ok(Method::WorkingSet {
+                initial: WORKING_SET_INITIAL,
+            }),
+            _ => Err(Error::param(
+                "method",
+                format!("`{s}`, expected auto, full or working-set"),
+            )),
+        }
+    }
+}
+
+impl Default for CertifyOptions {
+    fn default() -> Self {
+        Self {
+            tol: 1e-4,
+            delta_rel: Some(1e-4),
+            act_tol: 1e-6,
+            method: Method::Auto,
+        }
+    }
+}
+
+/// Verdict of a certificate against its tolerance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Kkt,
+    NotKkt,
+    Undecided,
+}
+
+/// Residual norms per parameter block.
+#[derive(Clone, Debug, Serialize)]
+pub struct BlockResiduals {
+    #[serde(rename = "W")]
+    pub w: f64,
+    pub b: f64,
+    pub v: f64,
+}
+
+/// A Clarke-ambiguous (point, neuron) pair and the s_ij the certificate chose.
+#[derive(Clone, Debug, Serialize)]
+pub struct AmbiguousPair {
+    pub sample: usize,
+    pub neuron: usize,
+    pub preactivation: f64,
+    pub s: f64,
+}
+
+/// A support vector: λ_i > 0.
+#[derive(Clone, Debug, Serialize)]
+pub struct Support {
+    pub index: usize,
+    pub lambda: f64,
+    pub margin: f64,
+}
+
+/// What was proven about one norm.
+#[derive(Clone, Debug, Serialize)]
+pub struct Certificate {
+    pub norm: Norm,
+    pub scale: f64,
+    pub margins: Vec<f64>,
+    pub upper: f64,
+    pub lower: f64,
+    pub relative_upper: f64,
+    pub relative_lower: f64,
+    /// 2 Σ λ_i (q̂_i − 1) / ‖θ̂‖² of the returned λ.
+    pub relative_complementarity: f64,
+    /// The δ_rel bound imposed (null: no complementarity row).
+    pub delta_rel: Option<f64>,
+    pub tol: f64,
+    /// τ_act: (point, neuron) pairs with |u_ij| ≤ τ‖(w_j, b_j)‖(‖x_i‖ + 1)
+    /// were given Clarke freedom (listed in `ambiguous_pairs`).
+    pub act_tol: f64,
+    pub lambda: Vec<f64>,
+    pub support: Vec<Support>,
+    pub block_residuals: BlockResiduals,
+    pub ambiguous_pairs: Vec<AmbiguousPair>,
+    pub verdict: Verdict,
+    pub theta_norm: f64,
+    pub solver_iterations: usize,
+    /// Present when the working-set method solved it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub working_set: Option<WorkingSetStats>,
+    pub seconds: f64,
+}
+
+impl Certificate {
+    /// `net` rescaled by this certificate's factor (min-margin 1).
+    pub fn scale_net(&self, net: &Network) -> Network {
+        net.scaled(self.scale)
+    }
+}
+
+/// Certifies `net` on the training set `data` in the given norm.
+pub fn certify(
+    net: &Network,
+    data: &Dataset,
+    norm: Norm,
+    opts: &CertifyOptions,
+) -> Result<Certificate> {
+    let t0 = std::time::Instant::now();
+    let (n, m) = (data.n() as f64, net.width() as f64);
+    // U and the strict pattern, a transient ReLU(U), and one n×m product
+    // with Eᵀ.
+    let base = 8.0 * 3.2 * n * m;
+    let instead = "certify a subset of the training points, or run on a machine with more memory";
+    let what = format!(
+        "certify ({} training points, {} neurons)",
+        data.n(),
+        net.width()
+    );
+    crate::resources::ensure_fits(&what, base, instead)?;
+    let sys = KktSystem::new(net, data, opts)?;
+    let method = match opts.method {
+        Method::Auto if sys.nvars() > FULL_GRAM_MAX => Method::WorkingSet {
+            initial: WORKING_SET_INITIAL,
+        },
+        Method::Auto => Method::Full,
+        chosen => chosen,
+    };
+    if let Method::WorkingSet { initial } = method {
+        return working_set::certify(&sys, norm, initial, opts, t0);
+    }
+    // The N×N Gram system: H, three n×n products and the QP's factorisation.
+    let nv = sys.nvars() as f64;
+    crate::resources::ensure_fits(
+        &format!("the certificate's {0}×{0} Gram system", sys.nvars()),
+        base + 8.0 * (3.0 * n * n + 3.0 * nv * nv),
+        "use the working-set method (`--method working-set`), certify a subset of the training points, or run on a machine with more memory",
+    )?;
+    let h = sys.gram();
+    let solved = match norm {
+        Norm::L2 => sys.solve_l2(&h),
+        Norm::Linf => sys.solve_linf(&h)?,
+    };
+    let block =
+        |vars: &[usize]| DMatrix::from_fn(vars.len(), vars.len(), |r, c| h[(vars[r], vars[c])]);
+    Ok(sys.finish(norm, solved, &block, opts, t0))
+}
+
+/// The norms named by `l2`, `linf` or `both` (the CLI's and Python's `norm`).
+pub fn parse_norms(s: &str) -> Result<Vec<Norm>> {
+    match s {
+        "l2" => Ok(vec![Norm::L2]),
+        "linf" => Ok(vec![Norm::Linf]),
+        "both" => Ok(vec![Norm::L2, Norm::Linf]),
+        _ => Err(Error::param(
+            "norm",
+            format!("`{s}`, expected l2, linf or both"),
+        )),
+    }
+}
+
+/// The JSON of one checkpoint's certificates as `certify --json` writes it:
+/// the certificate itself for one norm, `{l2, linf}` for both.
+pub fn certificates_json(certs: &[Certificate]) -> serde_json::Value {
+    if let [c] = certs {
+        return serde_json::to_value(c).expect("certificate serialises");
+    }
+    let mut out = serde_json::Map::new();
+    for c in certs {
+        let key = if c.norm == Norm::L2 { "l2" } else { "linf" };
+        out.insert(key.into(), serde_json::to_value(c).expect("serialises"));
+    }
+    out.into()
+}
