@@ -24,9 +24,17 @@
 //! negative multiplier, or stops: all multipliers ≥ 0 is optimality) or stops
 //! at the first blocking constraint and adds it. In exact arithmetic this
 //! terminates with the exact optimum (finitely many working sets, strict
-//! decrease). `H` need only be positive semidefinite: when a subsystem is
-//! singular (and always when general rows are in the working set), a relative
-//! ridge of `1e-13·max diag(H)` makes it solvable. Rows that are tight at
+//! decrease). `H` need only be positive semidefinite: a relative ridge of
+//! `1e-13·max diag(H)` keeps every subsystem solvable. The subsystems are
+//! not factorised from scratch while no general row is working: a Cholesky
+//! factor L Lᵀ = H_FF is kept in the order the variables were freed and
+//! updated when one enters (a forward substitution) or leaves (deleting its
+//! row, then a stable rank-one update of the trailing block), O(|F|²) per
+//! iteration instead of O(|F|³). With working rows, or a singular H_FF, the
+//! ridged KKT system is factorised afresh. The end game re-solves the final
+//! working set without the ridge, through a fresh Cholesky factor and the
+//! rows' Schur complement A_W H_FF⁻¹ A_Wᵀ (SVD least squares if H_FF is
+//! singular). Rows that are tight at
 //! z = 0 make the method degenerate (it can cycle), so the right-hand sides
 //! are relaxed by 1e-12 relative: the returned z may exceed a row by that
 //! much, and callers repair it onto the exact rows. Callers certify their
@@ -56,8 +64,8 @@ const TOL: f64 = 1e-13;
 /// How hard [`qp_nonneg_with`] works on the end game.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Finish {
-    /// Re-solve the final working set on the exact rows by SVD and continue
-    /// (rounding-level accuracy; an O(N³) SVD).
+    /// Re-solve the final working set on the exact rows and continue
+    /// (rounding-level accuracy).
     Exact,
     /// Stop after phase 1: a feasible, near-optimal z — enough wherever any
     /// dual-feasible point gives a valid bound, as inside a branch-and-bound.
@@ -71,16 +79,30 @@ pub fn qp_nonneg(
     a: &DMatrix<f64>,
     b: &DVector<f64>,
 ) -> QpSolution {
-    qp_nonneg_with(h, g, a, b, Finish::Exact)
+    solve(h, g, a, b, Finish::Exact, true)
 }
 
-/// [`qp_nonneg`] with a choice of end game.
+/// [`qp_nonneg`] with a choice of end game, and working rows always solved
+/// through the ridged KKT system: the distance search's node QPs, whose rows
+/// all start tight at 0, cycle through the exact Schur complement (1 of the
+/// test suite's 1714 degenerate nets did).
 pub fn qp_nonneg_with(
     h: &DMatrix<f64>,
     g: &DVector<f64>,
     a: &DMatrix<f64>,
     b: &DVector<f64>,
     finish: Finish,
+) -> QpSolution {
+    solve(h, g, a, b, finish, false)
+}
+
+fn solve(
+    h: &DMatrix<f64>,
+    g: &DVector<f64>,
+    a: &DMatrix<f64>,
+    b: &DVector<f64>,
+    finish: Finish,
+    schur: bool,
 ) -> QpSolution {
     let nv = h.nrows();
     let nr = a.nrows();
@@ -98,17 +120,22 @@ pub fn qp_nonneg_with(
     // ties. Callers repair z onto the exact rows (their certificates never
     // trust this solver).
     let shifted = b.map(|bk| bk + DEGENERACY_SHIFT * (1.0 + bk.abs()));
-    let mut st = ActiveSet::new(nv, nr);
+    let mut st = ActiveSet::new(nv, nr, ridge, schur);
     let max_iter = 10 * (nv + nr) + 50;
-    let (mut iterations, mut converged) = st.run(h, g, a, &shifted, ridge, gscale, max_iter);
+    let (mut iterations, mut converged) = st.run(h, g, a, &shifted, gscale, max_iter);
     // Phase 2: from the phase-1 working set re-solved on the exact rows,
-    // continue on the exact rows (the start is feasible; a degenerate cycle
-    // is now unlikely, and the barring safeguard still holds).
+    // continue on the exact rows (the start is feasible). Should it cycle on
+    // rows tight at 0 after all, the re-solved phase-1 point stands: it is
+    // optimal up to the 1e-12 relaxation.
     if finish == Finish::Exact && converged && st.refine(h, g, a, b) {
-        let (more, ok) = st.run(h, g, a, b, ridge, gscale, max_iter);
+        let refined = (st.z.clone(), st.mu.clone());
+        let (more, ok) = st.run(h, g, a, b, gscale, nv + nr + 50);
         iterations += more;
-        converged = ok;
-        st.refine(h, g, a, b);
+        if ok {
+            st.refine(h, g, a, b);
+        } else {
+            (st.z, st.mu) = refined;
+        }
     }
     st.mu.iter_mut().for_each(|m| *m = m.max(0.0));
     QpSolution {
@@ -125,15 +152,21 @@ struct ActiveSet {
     mu: DVector<f64>,
     free: Vec<bool>,
     working: Vec<bool>,
+    /// The factor of the free variables (kept equal to `free`).
+    factor: Factor,
+    /// Whether working rows may be solved through the factor.
+    schur: bool,
 }
 
 impl ActiveSet {
-    fn new(nv: usize, nr: usize) -> Self {
+    fn new(nv: usize, nr: usize, ridge: f64, schur: bool) -> Self {
         Self {
+            schur,
             z: DVector::zeros(nv),
             mu: DVector::zeros(nr),
             free: vec![false; nv],
             working: vec![false; nr],
+            factor: Factor::new(nv, ridge),
         }
     }
 
@@ -145,7 +178,6 @@ impl ActiveSet {
         g: &DVector<f64>,
         a: &DMatrix<f64>,
         b: &DVector<f64>,
-        ridge: f64,
         gscale: f64,
         max_iter: usize,
     ) -> (usize, bool) {
@@ -157,9 +189,9 @@ impl ActiveSet {
         let mut barred_row = vec![false; nr];
         let mut released: Option<Block> = None;
         for it in 0..max_iter {
-            let fi: Vec<usize> = (0..nv).filter(|&i| self.free[i]).collect();
+            let fi = self.factor.order.clone();
             let wi: Vec<usize> = (0..nr).filter(|&k| self.working[k]).collect();
-            let (target, mu_w) = solve_subproblem(h, g, a, b, &fi, &wi, ridge);
+            let (target, mu_w) = self.subproblem(h, g, a, b, &wi);
             let (alpha, block) = step_length(a, b, &self.z, &target, &fi, &self.working);
             let mut moved = 0.0f64;
             for (t, &i) in fi.iter().enumerate() {
@@ -180,16 +212,7 @@ impl ActiveSet {
             released = None;
             match block {
                 Some(Block::Bound(i)) => {
-                    self.z[i] = 0.0;
-                    self.free[i] = false;
-                    // A working row left without free variables is implied by
-                    // the bounds; keeping it would leave its multiplier
-                    // undetermined (and the method cycling).
-                    for k in 0..nr {
-                        if self.working[k] && (0..nv).all(|j| !self.free[j] || a[(k, j)] == 0.0) {
-                            self.working[k] = false;
-                        }
-                    }
+                    self.fix(i, a);
                     continue;
                 }
                 Some(Block::Row(k)) => {
@@ -203,7 +226,17 @@ impl ActiveSet {
             for (t, &k) in wi.iter().enumerate() {
                 self.mu[k] = mu_w[t];
             }
-            let grad = h * &self.z - g + a.transpose() * &self.mu;
+            // Hz − g + Aᵀμ through the free columns and the working rows
+            // only (z vanishes off F, μ off W): O(N·|F|), not O(N²).
+            let mut grad = -g;
+            for &i in &self.factor.order {
+                grad.axpy(self.z[i], &h.column(i), 1.0);
+            }
+            for &k in &wi {
+                for (i, gi) in grad.iter_mut().enumerate() {
+                    *gi += self.mu[k] * a[(k, i)];
+                }
+            }
             // Bound multipliers ν_i = grad_i for i at 0; row multipliers μ_k.
             let bound_bad = (0..nv)
                 .filter(|&i| !self.free[i] && !barred_bound[i])
@@ -220,6 +253,7 @@ impl ActiveSet {
                 None => return (it + 1, true),
                 Some((_, Block::Bound(i))) => {
                     self.free[i] = true;
+                    self.factor.push(h, i);
                     released = Some(Block::Bound(i));
                 }
                 Some((_, Block::Row(k))) => {
@@ -231,9 +265,69 @@ impl ActiveSet {
         (max_iter, false)
     }
 
-    /// Re-solves the working set on the rows `b` without ridge (SVD least
-    /// squares), accurate to rounding even when H is singular; adopted (and
-    /// true returned) only if the result is feasible for those rows.
+    /// The equality-constrained subproblem on the free variables and the
+    /// working rows, through the updated factor when H_FF is well
+    /// conditioned and either no row is working or `schur` allows the rows'
+    /// Schur complement (itself well conditioned). Otherwise H_FF + ρI (and
+    /// the KKT system, if rows are working) is factorised afresh: a Schur
+    /// complement through a near-singular H_FF would lose every digit.
+    fn subproblem(
+        &self,
+        h: &DMatrix<f64>,
+        g: &DVector<f64>,
+        a: &DMatrix<f64>,
+        b: &DVector<f64>,
+        wi: &[usize],
+    ) -> (DVector<f64>, DVector<f64>) {
+        if (wi.is_empty() || self.schur) && self.factor.well_conditioned(h) {
+            if let Some(sol) = self.factor.solve(g, a, b, wi) {
+                return sol;
+            }
+        }
+        let fi = &self.factor.order;
+        let (mut hff, gf) = restrict(h, g, fi);
+        for r in 0..fi.len() {
+            hff[(r, r)] += self.factor.ridge;
+        }
+        if wi.is_empty() {
+            let sol = match hff.clone().cholesky() {
+                Some(ch) => ch.solve(&gf),
+                None => lstsq(&hff, &gf),
+            };
+            return (sol, DVector::zeros(0));
+        }
+        let (k, rhs) = kkt_system(&hff, &gf, a, b, fi, wi);
+        let sol = k
+            .clone()
+            .lu()
+            .solve(&rhs)
+            .unwrap_or_else(|| lstsq(&k, &rhs));
+        (
+            sol.rows(0, fi.len()).into_owned(),
+            sol.rows(fi.len(), wi.len()).into_owned(),
+        )
+    }
+
+    /// Fixes variable i at its bound 0.
+    fn fix(&mut self, i: usize, a: &DMatrix<f64>) {
+        self.z[i] = 0.0;
+        self.free[i] = false;
+        self.factor.remove(i);
+        // A working row left without free variables is implied by the
+        // bounds; keeping it would leave its multiplier undetermined (and
+        // the method cycling).
+        for k in 0..self.mu.len() {
+            if self.working[k] && self.factor.order.iter().all(|&j| a[(k, j)] == 0.0) {
+                self.working[k] = false;
+            }
+        }
+    }
+
+    /// Re-solves the working set on the rows `b` without ridge (a fresh
+    /// Cholesky factor when H_FF is well conditioned, SVD least squares of
+    /// the KKT system when not), accurate to rounding even when H is
+    /// singular; adopted (and true returned) only if the result is feasible
+    /// for those rows.
     fn refine(
         &mut self,
         h: &DMatrix<f64>,
@@ -241,29 +335,198 @@ impl ActiveSet {
         a: &DMatrix<f64>,
         b: &DVector<f64>,
     ) -> bool {
-        let fi: Vec<usize> = (0..self.z.len()).filter(|&i| self.free[i]).collect();
+        let fi = self.factor.order.clone();
         let wi: Vec<usize> = (0..self.mu.len()).filter(|&k| self.working[k]).collect();
         if fi.is_empty() {
             return (a * &self.z - b).iter().all(|&v| v <= 0.0);
         }
         let (hff, gf) = restrict(h, g, &fi);
-        let (k, rhs) = kkt_system(&hff, &gf, a, b, &fi, &wi);
-        let sol = lstsq(&k, &rhs);
+        let (zf, mu_w) = match Factor::exact(&hff, &fi).and_then(|f| f.solve(g, a, b, &wi)) {
+            Some(sol) => sol,
+            None => {
+                let (k, rhs) = kkt_system(&hff, &gf, a, b, &fi, &wi);
+                let sol = lstsq(&k, &rhs);
+                (
+                    sol.rows(0, fi.len()).into_owned(),
+                    sol.rows(fi.len(), wi.len()).into_owned(),
+                )
+            }
+        };
         let mut cand = self.z.clone();
         for (t, &i) in fi.iter().enumerate() {
-            cand[i] = sol[t].max(0.0);
+            cand[i] = zf[t].max(0.0);
         }
         let scale = 1e-12 * (1.0 + cand.amax());
-        let feasible = sol.rows(0, fi.len()).iter().all(|&v| v >= -scale)
+        let feasible = zf.iter().all(|&v| v >= -scale)
             && (a * &cand - b).iter().all(|&v| v <= scale)
-            && sol.iter().all(|v| v.is_finite());
+            && zf.iter().chain(mu_w.iter()).all(|v| v.is_finite());
         if feasible {
             self.z = cand;
             for (t, &k) in wi.iter().enumerate() {
-                self.mu[k] = sol[fi.len() + t];
+                self.mu[k] = mu_w[t];
             }
         }
         feasible
+    }
+}
+
+/// The Cholesky factor L Lᵀ = H_FF of the free variables F, rows and
+/// columns in `order` (the order they were freed). Stored in the top-left
+/// |F|×|F| corner of a matrix that doubles as F grows, column-major, so
+/// that substitutions run down contiguous columns.
+struct Factor {
+    order: Vec<usize>,
+    l: DMatrix<f64>,
+    ridge: f64,
+}
+
+impl Factor {
+    fn new(nv: usize, ridge: f64) -> Self {
+        Self {
+            order: Vec::with_capacity(nv),
+            l: DMatrix::zeros(0, 0),
+            ridge,
+        }
+    }
+
+    /// A fresh factor of `hff` (no ridge) for the variables `fi`, if every
+    /// pivot keeps a fair share of its diagonal.
+    fn exact(hff: &DMatrix<f64>, fi: &[usize]) -> Option<Self> {
+        let ch = hff
+            .clone()
+            .cholesky()
+            .filter(|ch| well_conditioned(ch, hff))?;
+        Some(Self {
+            order: fi.to_vec(),
+            l: ch.unpack(),
+            ridge: 0.0,
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Every pivot keeps a fair share of its diagonal (as [`well_conditioned`])
+    /// and stays well above the ridge (a zero column's pivot is √ρ, which
+    /// is a fair share of nothing).
+    fn well_conditioned(&self, h: &DMatrix<f64>) -> bool {
+        self.order.iter().enumerate().all(|(k, &i)| {
+            let p = self.l[(k, k)].powi(2);
+            p > 1e-10 * h[(i, i)] && p > 100.0 * self.ridge
+        })
+    }
+
+    /// x ← L⁻¹ x.
+    fn lower(&self, x: &mut [f64]) {
+        for j in 0..x.len() {
+            x[j] /= self.l[(j, j)];
+            let xj = x[j];
+            let col = self.l.column(j);
+            for i in j + 1..x.len() {
+                x[i] -= col[i] * xj;
+            }
+        }
+    }
+
+    /// x ← L⁻ᵀ x.
+    fn upper(&self, x: &mut [f64]) {
+        for j in (0..x.len()).rev() {
+            let col = self.l.column(j);
+            let s: f64 = (j + 1..x.len()).map(|i| col[i] * x[i]).sum();
+            x[j] = (x[j] - s) / self.l[(j, j)];
+        }
+    }
+
+    /// Frees variable i: appends its row, L₂₁ = L⁻¹ H_Fi and
+    /// l₂₂ = √(h_ii − ‖L₂₁‖²), clamped at √ρ for a (numerically) dependent
+    /// column, which [`Factor::well_conditioned`] then reports.
+    fn push(&mut self, h: &DMatrix<f64>, i: usize) {
+        let k = self.len();
+        let mut row: Vec<f64> = self.order.iter().map(|&j| h[(j, i)]).collect();
+        self.lower(&mut row);
+        let d = h[(i, i)] - row.iter().map(|v| v * v).sum::<f64>();
+        if k == self.l.nrows() {
+            // Storage doubles as F grows: |F|² memory, not N².
+            let cap = (2 * k).max(16).min(h.nrows());
+            let old = std::mem::replace(&mut self.l, DMatrix::zeros(0, 0));
+            self.l = old.resize(cap, cap, 0.0);
+        }
+        for (j, v) in row.into_iter().enumerate() {
+            self.l[(k, j)] = v;
+        }
+        self.l[(k, k)] = d.max(self.ridge).max(f64::MIN_POSITIVE).sqrt();
+        self.order.push(i);
+    }
+
+    /// Fixes variable i: deletes its row and column; the trailing block
+    /// L₃₃ then needs L₃₃' L₃₃'ᵀ = L₃₃ L₃₃ᵀ + l₃₂ l₃₂ᵀ, a rank-one update by
+    /// Givens-like rotations (always stable, unlike a downdate).
+    fn remove(&mut self, i: usize) {
+        let Some(p) = self.order.iter().position(|&j| j == i) else {
+            return;
+        };
+        let n = self.len();
+        let mut x: Vec<f64> = (p + 1..n).map(|r| self.l[(r, p)]).collect();
+        for c in 0..n - 1 {
+            let src_c = if c < p { c } else { c + 1 };
+            for r in (c.max(p))..n - 1 {
+                self.l[(r, c)] = self.l[(r + 1, src_c)];
+            }
+        }
+        for (k, c) in (p..n - 1).enumerate() {
+            let lkk = self.l[(c, c)];
+            let r = lkk.hypot(x[k]);
+            let (cs, sn) = (r / lkk, x[k] / lkk);
+            self.l[(c, c)] = r;
+            for (t, row) in (c + 1..n - 1).enumerate() {
+                let lik = (self.l[(row, c)] + sn * x[k + 1 + t]) / cs;
+                x[k + 1 + t] = cs * x[k + 1 + t] - sn * lik;
+                self.l[(row, c)] = lik;
+            }
+        }
+        self.order.remove(p);
+    }
+
+    /// The equality-constrained subproblem on the free variables and the
+    /// working rows `wi`: z_F = H_FF⁻¹(g_F − A_WFᵀ μ) with μ from the
+    /// Schur complement S μ = A_WF H_FF⁻¹ g_F − b_W. Returns (z_F in
+    /// `order`, μ_W).
+    fn solve(
+        &self,
+        g: &DVector<f64>,
+        a: &DMatrix<f64>,
+        b: &DVector<f64>,
+        wi: &[usize],
+    ) -> Option<(DVector<f64>, DVector<f64>)> {
+        let mut t: Vec<f64> = self.order.iter().map(|&i| g[i]).collect();
+        self.lower(&mut t);
+        let nw = wi.len();
+        if nw == 0 || self.order.is_empty() {
+            self.upper(&mut t);
+            return Some((DVector::from_vec(t), DVector::zeros(nw)));
+        }
+        let ys: Vec<Vec<f64>> = wi
+            .iter()
+            .map(|&k| {
+                let mut y: Vec<f64> = self.order.iter().map(|&i| a[(k, i)]).collect();
+                self.lower(&mut y);
+                y
+            })
+            .collect();
+        let dot = |p: &[f64], q: &[f64]| p.iter().zip(q).map(|(x, y)| x * y).sum::<f64>();
+        let s = DMatrix::from_fn(nw, nw, |p, q| dot(&ys[p], &ys[q]));
+        let rhs = DVector::from_fn(nw, |p, _| dot(&ys[p], &t) - b[wi[p]]);
+        let mu = s
+            .clone()
+            .cholesky()
+            .filter(|ch| well_conditioned(ch, &s))?
+            .solve(&rhs);
+        for (p, y) in ys.iter().enumerate() {
+            t.iter_mut().zip(y).for_each(|(ti, yi)| *ti -= mu[p] * yi);
+        }
+        self.upper(&mut t);
+        Some((DVector::from_vec(t), mu))
     }
 }
 
@@ -314,51 +577,6 @@ fn step_length(
 enum Block {
     Bound(usize),
     Row(usize),
-}
-
-/// Solves the equality-constrained subproblem on free variables `fi` and
-/// working rows `wi`; returns (z_F, μ_W).
-fn solve_subproblem(
-    h: &DMatrix<f64>,
-    g: &DVector<f64>,
-    a: &DMatrix<f64>,
-    b: &DVector<f64>,
-    fi: &[usize],
-    wi: &[usize],
-    ridge: f64,
-) -> (DVector<f64>, DVector<f64>) {
-    let (nf, nw) = (fi.len(), wi.len());
-    if nf == 0 {
-        return (DVector::zeros(0), DVector::zeros(nw));
-    }
-    let (mut hff, gf) = restrict(h, g, fi);
-    if nw == 0 {
-        if let Some(ch) = hff
-            .clone()
-            .cholesky()
-            .filter(|ch| well_conditioned(ch, &hff))
-        {
-            return (ch.solve(&gf), DVector::zeros(0));
-        }
-    }
-    // Singular or constrained: the ridge keeps the system solvable.
-    for r in 0..nf {
-        hff[(r, r)] += ridge;
-    }
-    if nw == 0 {
-        let sol = match hff.clone().cholesky() {
-            Some(ch) => ch.solve(&gf),
-            None => lstsq(&hff, &gf),
-        };
-        return (sol, DVector::zeros(0));
-    }
-    let (k, rhs) = kkt_system(&hff, &gf, a, b, fi, wi);
-    let sol = k
-        .clone()
-        .lu()
-        .solve(&rhs)
-        .unwrap_or_else(|| lstsq(&k, &rhs));
-    (sol.rows(0, nf).into_owned(), sol.rows(nf, nw).into_owned())
 }
 
 /// H and g restricted to the free variables `fi`.
@@ -549,6 +767,125 @@ mod tests {
             ldp(&gm, &DVector::from_vec(vec![1.0, 0.0])),
             Ldp::Infeasible
         ));
+    }
+
+    /// Independent optimality check of a convex QP solution: primal
+    /// feasibility, stationarity with ν = Hz − g + Aᵀμ ≥ 0 on the bounds,
+    /// ν = 0 where z > 0, μ ≥ 0, and complementarity on the rows.
+    fn kkt_residual(
+        h: &DMatrix<f64>,
+        g: &DVector<f64>,
+        a: &DMatrix<f64>,
+        b: &DVector<f64>,
+        s: &QpSolution,
+    ) -> f64 {
+        let nu = h * &s.z - g + a.transpose() * &s.mu;
+        let slack = b - a * &s.z;
+        let mut worst = 0.0f64;
+        for i in 0..s.z.len() {
+            worst = worst.max((-s.z[i]).max(0.0)).max((-nu[i]).max(0.0));
+            worst = worst.max((s.z[i] * nu[i]).abs());
+        }
+        for k in 0..s.mu.len() {
+            worst = worst.max((-slack[k]).max(0.0)).max((-s.mu[k]).max(0.0));
+            worst = worst.max((s.mu[k] * slack[k]).abs());
+        }
+        worst
+    }
+
+    /// A random PSD QP (rank r ≤ n: duplicated columns are common) with a
+    /// few rows of the kkt/distance shapes (b ≥ 0).
+    fn random_qp(seed: u64) -> (DMatrix<f64>, DVector<f64>, DMatrix<f64>, DVector<f64>) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let n = rng.gen_range(1..30);
+        let r = rng.gen_range(1..=n + 3);
+        let mut e = DMatrix::from_fn(r, n, |_, _| rng.gen_range(-1.0..1.0));
+        if n > 2 && rng.gen_bool(0.5) {
+            let c = e.column(0).into_owned();
+            e.set_column(n - 1, &c);
+        }
+        let f = DVector::from_fn(r, |_, _| rng.gen_range(-1.0..1.0));
+        if rng.gen_bool(0.3) {
+            // The distance search's caps: z_{1+j} − cap_j z_0 ≤ 0, all tight at 0.
+            let nr = rng.gen_range(1..n.max(2));
+            let mut a = DMatrix::zeros(nr, n);
+            for r in 0..nr.min(n - 1) {
+                a[(r, r + 1)] = 1.0;
+                a[(r, 0)] = -rng.gen_range(0.0..2.0);
+            }
+            return (e.transpose() * &e, e.transpose() * f, a, DVector::zeros(nr));
+        }
+        let nr = rng.gen_range(0..4);
+        let a = DMatrix::from_fn(nr, n, |_, _| {
+            if rng.gen_bool(0.4) {
+                rng.gen_range(-1.0..1.0)
+            } else {
+                0.0
+            }
+        });
+        let b = DVector::from_fn(nr, |_, _| {
+            if rng.gen_bool(0.5) {
+                0.0
+            } else {
+                rng.gen_range(0.0..1.0)
+            }
+        });
+        (e.transpose() * &e, e.transpose() * f, a, b)
+    }
+
+    #[test]
+    fn factor_updates_match_the_matrix() {
+        let (h, _, _, _) = random_qp(7);
+        let n = h.nrows();
+        let h = h + DMatrix::identity(n, n);
+        let mut f = Factor::new(n, 0.0);
+        let ops: Vec<(bool, usize)> = (0..n)
+            .map(|i| (true, i))
+            .chain([
+                (false, 2),
+                (false, 0),
+                (true, 0),
+                (false, n - 1),
+                (false, 5),
+            ])
+            .collect();
+        for (add, i) in ops {
+            if i >= n {
+                continue;
+            }
+            if add {
+                f.push(&h, i);
+            } else {
+                f.remove(i);
+            }
+            let k = f.len();
+            let l = f.l.view((0, 0), (k, k)).lower_triangle();
+            let got = &l * l.transpose();
+            let want = DMatrix::from_fn(k, k, |r, c| h[(f.order[r], f.order[c])]);
+            assert!((got - want).amax() < 1e-10, "after {add} {i}");
+        }
+    }
+
+    #[test]
+    fn updated_factor_solutions_satisfy_kkt() {
+        for seed in 0..2000 {
+            let (h, g, a, b) = random_qp(seed);
+            for (what, s) in [
+                ("schur", qp_nonneg(&h, &g, &a, &b)),
+                ("exact", qp_nonneg_with(&h, &g, &a, &b, Finish::Exact)),
+                ("fast", qp_nonneg_with(&h, &g, &a, &b, Finish::Fast)),
+            ] {
+                let scale = 1.0 + h.amax() + g.amax();
+                let res = kkt_residual(&h, &g, &a, &b, &s);
+                assert!(
+                    s.converged && res <= 1e-9 * scale,
+                    "seed {seed} {what}: KKT residual {res:e} converged {} it {}",
+                    s.converged,
+                    s.iterations
+                );
+            }
+        }
     }
 
     #[test]

@@ -60,6 +60,19 @@ pub(crate) fn product(a: &DMatrix<f64>, ta: bool, b: &DMatrix<f64>, tb: bool) ->
     out
 }
 
+/// The factor 1/√(min q) that rescales a net with margins `q` to min-margin
+/// 1 (θ ↦ αθ multiplies every margin by α²); fails when some point is
+/// misclassified or on the boundary.
+pub fn unit_margin_scale(margins: &[f64]) -> Result<f64> {
+    let min_q = margins.iter().copied().fold(f64::INFINITY, f64::min);
+    if min_q.is_nan() || min_q <= 0.0 {
+        return Err(Error::Numerical(format!(
+            "minimum margin is {min_q:.3e} ≤ 0: the network does not classify every training point correctly, so it cannot be rescaled onto the max-margin constraint set"
+        )));
+    }
+    Ok(1.0 / min_q.sqrt())
+}
+
 /// ReLU.
 #[inline]
 pub fn relu(u: f64) -> f64 {
@@ -325,13 +338,7 @@ impl Network {
     /// Rescales θ so that min_i q_i = 1; returns the network and the factor
     /// 1/√(min q). Fails when some point is misclassified or on the boundary.
     pub fn rescaled_to_unit_margin(&self, data: &Dataset) -> Result<(Self, f64)> {
-        let min_q = self.margins(data).into_iter().fold(f64::INFINITY, f64::min);
-        if min_q.is_nan() || min_q <= 0.0 {
-            return Err(Error::Numerical(format!(
-                "minimum margin is {min_q:.3e} ≤ 0: the network does not classify every training point correctly, so it cannot be rescaled onto the max-margin constraint set"
-            )));
-        }
-        let alpha = 1.0 / min_q.sqrt();
+        let alpha = unit_margin_scale(&self.margins(data))?;
         Ok((self.scaled(alpha), alpha))
     }
 

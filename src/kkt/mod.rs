@@ -225,7 +225,7 @@ pub fn certify(
     };
     let block =
         |vars: &[usize]| DMatrix::from_fn(vars.len(), vars.len(), |r, c| h[(vars[r], vars[c])]);
-    Ok(sys.finish(norm, solved, &block, opts, t0))
+    Ok(sys.finish(norm, solved, &block, None, opts, t0))
 }
 
 /// The norms named by `l2`, `linf` or `both` (the CLI's and Python's `norm`).

@@ -13,7 +13,7 @@ use super::{AmbiguousPair, BlockResiduals, Certificate, CertifyOptions, Norm, Su
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::linalg::qp_nonneg;
-use crate::net::{product, relu, Network};
+use crate::net::{product, relu, unit_margin_scale, Network};
 use nalgebra::{DMatrix, DVector};
 use std::borrow::Cow;
 
@@ -114,6 +114,22 @@ impl Params {
     }
 }
 
+/// The completed μ and the violated entries of Eᵀu ≤ Aᵀμ with their
+/// excesses ([`KktSystem::violations`]).
+pub(super) type Priced = (DVector<f64>, Vec<(usize, f64)>);
+
+/// Margins y_i Σ_j v_j ReLU(u_ij) from formed pre-activations.
+fn margins_of(u: &DMatrix<f64>, v: &DVector<f64>, y: &DVector<f64>) -> Vec<f64> {
+    let mut q = vec![0.0; u.nrows()];
+    for (j, col) in u.column_iter().enumerate() {
+        for (qi, &uij) in q.iter_mut().zip(col.iter()) {
+            *qi += v[j] * relu(uij);
+        }
+    }
+    q.iter_mut().zip(y.iter()).for_each(|(qi, yi)| *qi *= yi);
+    q
+}
+
 /// A primal z with its residual r = f − Ez, and the (u, μ) the lower bound
 /// is built from (u = r for ℓ2; the LP's row duals for ℓ∞).
 pub(super) struct Solved {
@@ -158,10 +174,15 @@ impl<'a> KktSystem<'a> {
         if delta_rel.is_some_and(|d| d.is_nan() || d < 0.0) {
             return Err(Error::param("delta", "expected δ_rel ≥ 0"));
         }
-        let (hat, scale) = net.rescaled_to_unit_margin(data)?;
+        // One n×d×m product: θ ↦ αθ scales every pre-activation by α
+        // (to rounding, which the certificate's bounds already absorb).
         let x = data.x();
+        let mut u = net.preactivations(x);
+        let y = DVector::from_column_slice(data.y());
+        let scale = unit_margin_scale(&margins_of(&u, net.v(), &y))?;
+        u *= scale;
+        let hat = net.scaled(scale);
         let (n, m) = (data.n(), hat.width());
-        let u = hat.preactivations(x);
         let xnorm = DVector::from_iterator(n, x.row_iter().map(|r| r.norm()));
         let wnorm: Vec<f64> = (0..m)
             .map(|j| (hat.w().row(j).norm_squared() + hat.b()[j].powi(2)).sqrt())
@@ -179,13 +200,7 @@ impl<'a> KktSystem<'a> {
             }
         }
         amb.sort();
-        let y = DVector::from_column_slice(data.y());
-        // The same expression as `Network::margins`, on the U already formed.
-        let margins: Vec<f64> = (u.map(relu) * hat.v())
-            .component_mul(&y)
-            .iter()
-            .copied()
-            .collect();
+        let margins = margins_of(&u, hat.v(), &y);
         let c = DVector::from_iterator(n, margins.iter().map(|q| (q - 1.0).max(0.0)));
         let budget = delta_rel.map(|dr| dr * 0.5 * hat.norm_sq());
         Ok(Self {
@@ -475,11 +490,7 @@ impl<'a> KktSystem<'a> {
     /// (row a enters λ_i's entry as −μ_a). Returns the completed μ and the
     /// violated entries (only λ's can remain), each with the margin by which
     /// it must be pushed down.
-    pub(super) fn violations(
-        &self,
-        u: &Params,
-        mu: &DVector<f64>,
-    ) -> (DVector<f64>, Vec<(usize, f64)>) {
+    pub(super) fn violations(&self, u: &Params, mu: &DVector<f64>) -> Priced {
         let (n, kappa) = (self.n(), self.rounding());
         let (etu, etu_abs) = self.adjoint(u);
         let mut mu = mu.clone();
@@ -508,9 +519,10 @@ impl<'a> KktSystem<'a> {
         mut u: Params,
         mu: &DVector<f64>,
         block: &dyn Fn(&[usize]) -> DMatrix<f64>,
+        mut priced: Option<Priced>,
     ) -> Option<(Params, DVector<f64>)> {
         for _ in 0..8 {
-            let (mu, viol) = self.violations(&u, mu);
+            let (mu, viol) = priced.take().unwrap_or_else(|| self.violations(&u, mu));
             if viol.is_empty() {
                 return Some((u, mu));
             }
@@ -563,16 +575,18 @@ impl<'a> KktSystem<'a> {
     }
 
     /// The certified bracket of a solve: the dual repaired (Gram blocks from
-    /// `block`), the lower bound, and the report.
+    /// `block`; `priced`, if given, is [`Self::violations`] of the solve's
+    /// (u, μ), already computed), the lower bound, and the report.
     pub(super) fn finish(
         &self,
         norm: Norm,
         solved: Solved,
         block: &dyn Fn(&[usize]) -> DMatrix<f64>,
+        priced: Option<Priced>,
         opts: &CertifyOptions,
         t0: std::time::Instant,
     ) -> Certificate {
-        let lower = match self.repair_dual(solved.u, &solved.mu, block) {
+        let lower = match self.repair_dual(solved.u, &solved.mu, block, priced) {
             Some((u, mu)) => self.dual_bound(&u, &mu, norm),
             None => 0.0,
         };

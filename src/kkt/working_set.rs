@@ -36,7 +36,7 @@
 //! round limit stops the generation early, the bracket is still valid, only
 //! wider.
 
-use super::system::{KktSystem, Solved};
+use super::system::{KktSystem, Priced, Solved};
 use super::{Certificate, CertifyOptions, Norm};
 use crate::error::Result;
 use nalgebra::DVector;
@@ -84,7 +84,8 @@ pub(super) fn certify(
             Norm::Linf => sub.solve_linf(&h)?,
         };
         let solved = lift(full, &sub, &map, solved);
-        let grew = set.grow(full, &solved);
+        let priced = full.violations(&solved.u, &solved.mu);
+        let grew = set.grow(full, &priced);
         if !grew || round == MAX_ROUNDS {
             let stats = WorkingSetStats {
                 points: set.points.len(),
@@ -93,7 +94,7 @@ pub(super) fn certify(
                 converged: !grew,
             };
             let block = |vars: &[usize]| full.gram_block(vars);
-            let mut cert = full.finish(norm, solved, &block, opts, t0);
+            let mut cert = full.finish(norm, solved, &block, Some(priced), opts, t0);
             cert.working_set = Some(stats);
             return Ok(cert);
         }
@@ -121,23 +122,22 @@ impl WorkingSet {
         }
     }
 
-    /// Prices every column at `solved` and adds the most violated points
+    /// From the pricing of every column, adds the most violated points
     /// (steepest edge, at most |S| of them) with their pairs
     /// whose completed multiplier is positive. False when nothing entered:
     /// the restricted optimum is the full one (what is left is rounding,
     /// for the certificate's dual repair).
-    fn grow(&mut self, full: &KktSystem, solved: &Solved) -> bool {
+    fn grow(&mut self, full: &KktSystem, (mu, viol): &Priced) -> bool {
         let n = full.n();
-        let (mu, viol) = full.violations(&solved.u, &solved.mu);
         let mut in_points = vec![false; n];
         self.points.iter().for_each(|&i| in_points[i] = true);
         let mut in_pairs = vec![false; full.amb.len()];
         self.pairs.iter().for_each(|&t| in_pairs[t] = true);
         let r0 = full.amb_row0();
         let mut cand: Vec<(f64, usize, Vec<usize>)> = viol
-            .into_iter()
-            .filter(|&(k, _)| k < n)
-            .filter_map(|(i, excess)| {
+            .iter()
+            .filter(|&&(k, _)| k < n)
+            .filter_map(|&(i, excess)| {
                 let lo = full.amb.partition_point(|&(p, _)| p < i);
                 let hi = full.amb.partition_point(|&(p, _)| p <= i);
                 let pairs: Vec<usize> = (lo..hi)
