@@ -122,7 +122,7 @@ fn solve(
     let shifted = b.map(|bk| bk + DEGENERACY_SHIFT * (1.0 + bk.abs()));
     let mut st = ActiveSet::new(nv, nr, ridge, schur);
     let max_iter = 10 * (nv + nr) + 50;
-    let (mut iterations, mut converged) = st.run(h, g, a, &shifted, gscale, max_iter);
+    let (mut iterations, converged) = st.run(h, g, a, &shifted, gscale, max_iter);
     // Phase 2: from the phase-1 working set re-solved on the exact rows,
     // continue on the exact rows (the start is feasible). Should it cycle on
     // rows tight at 0 after all, the re-solved phase-1 point stands: it is
