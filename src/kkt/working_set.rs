@@ -85,7 +85,7 @@ pub(super) fn certify(
         };
         let solved = lift(full, &sub, &map, solved);
         let priced = full.violations(&solved.u, &solved.mu);
-        let grew = set.grow(full, &priced);
+        let grew = set.grow(full, &solved.z, &priced, initial.max(1));
         if !grew || round == MAX_ROUNDS {
             let stats = WorkingSetStats {
                 points: set.points.len(),
@@ -122,12 +122,21 @@ impl WorkingSet {
         }
     }
 
-    /// From the pricing of every column, adds the most violated points
-    /// (steepest edge, at most |S| of them) with their pairs
-    /// whose completed multiplier is positive. False when nothing entered:
-    /// the restricted optimum is the full one (what is left is rounding,
-    /// for the certificate's dual repair).
-    fn grow(&mut self, full: &KktSystem, (mu, viol): &Priced) -> bool {
+    /// From the pricing of every column at the restricted optimum z: drops
+    /// the variables at 0 (the optimum stays feasible, so the next
+    /// restricted optimum is no worse, and strictly better once a violated
+    /// column enters) and adds the most violated points (steepest edge, at
+    /// most max(`floor`, |support|) of them) with their pairs whose completed
+    /// multiplier is positive. False when nothing entered: the restricted
+    /// optimum is the full one (what is left is rounding, for the
+    /// certificate's dual repair), and the set is left as it was.
+    fn grow(
+        &mut self,
+        full: &KktSystem,
+        z: &DVector<f64>,
+        (mu, viol): &Priced,
+        floor: usize,
+    ) -> bool {
         let n = full.n();
         let mut in_points = vec![false; n];
         self.points.iter().for_each(|&i| in_points[i] = true);
@@ -147,17 +156,22 @@ impl WorkingSet {
                 (!in_points[i] || !pairs.is_empty()).then_some((score, i, pairs))
             })
             .collect();
+        if cand.is_empty() {
+            return false;
+        }
+        self.pairs.retain(|&t| z[n + t] > 0.0);
+        let kept: Vec<usize> = self.pairs.iter().map(|&t| full.amb[t].0).collect();
+        self.points.retain(|&i| z[i] > 0.0 || kept.contains(&i));
         cand.sort_by(|a, b| b.0.total_cmp(&a.0));
-        cand.truncate(self.points.len());
+        cand.truncate(self.points.len().max(floor));
         for (_, i, pairs) in &cand {
-            if !in_points[*i] {
-                self.points.push(*i);
-            }
+            self.points.push(*i);
             self.pairs.extend(pairs);
         }
         self.points.sort_unstable();
+        self.points.dedup();
         self.pairs.sort_unstable();
-        !cand.is_empty()
+        true
     }
 }
 
