@@ -29,6 +29,19 @@ def test_certify_matches_cli(tmp_path, cli, trained):
         # Fortran order and float64: the package normalises memory order exactly.
         got = kktcert.certify(np.asfortranarray(W), b, v, np.asfortranarray(X), y, norm=norm)
         assert strip_timing(got) == strip_timing(json.loads(out.read_text()))
+    # The working-set method through both front ends: the same JSON, and the
+    # full Gram's bracket to 1e-9 relative.
+    out = tmp_path / "cert-ws.json"
+    cli("certify", "--net", trained, "--data", TINY / "train.safetensors", "--method", "working-set", "--json", out)
+    ws = kktcert.certify(W, b, v, X, y, method="working-set")
+    assert strip_timing(ws) == strip_timing(json.loads(out.read_text()))
+    assert ws["working_set"]["converged"]
+    full = kktcert.certify(W, b, v, X, y, method="full")
+    assert "working_set" not in full
+    for key in ["lower", "upper"]:
+        assert abs(ws[key] - full[key]) <= 1e-9 * full["upper"]
+    with pytest.raises(ValueError, match="expected auto, full or working-set"):
+        kktcert.certify(W, b, v, X, y, method="gram")
 
 
 def test_distance_matches_cli(tmp_path, cli, trained):
