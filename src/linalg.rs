@@ -42,6 +42,86 @@
 
 use nalgebra::{DMatrix, DVector};
 
+/// Products below this many multiply-adds run on one thread.
+const PARALLEL_WORK: usize = 1 << 24;
+
+/// op(A)·op(B), op = transpose when the flag is set, through matrixmultiply's
+/// strided dgemm: the transposes are stride swaps, not copies (nalgebra
+/// would copy, and its `tr_mul` is a dot-product loop). Large products are
+/// split by rows of the output over rayon's pool; every chunk is the same
+/// dgemm on a row offset, so each entry is summed in the same order.
+pub(crate) fn product(a: &DMatrix<f64>, ta: bool, b: &DMatrix<f64>, tb: bool) -> DMatrix<f64> {
+    use rayon::prelude::*;
+    let (m, k) = if ta {
+        (a.ncols(), a.nrows())
+    } else {
+        (a.nrows(), a.ncols())
+    };
+    let (kb, n) = if tb {
+        (b.ncols(), b.nrows())
+    } else {
+        (b.nrows(), b.ncols())
+    };
+    assert_eq!(k, kb, "inner dimensions agree");
+    let mut out = DMatrix::zeros(m, n);
+    // Column-major: (i, j) at i + j·nrows, so (row, column) strides are
+    // (1, nrows), swapped for the transpose.
+    let strides = |x: &DMatrix<f64>, t: bool| {
+        let r = x.nrows() as isize;
+        if t {
+            (r, 1)
+        } else {
+            (1, r)
+        }
+    };
+    let (rsa, csa) = strides(a, ta);
+    let (rsb, csb) = strides(b, tb);
+    let chunks = if m * k * n < PARALLEL_WORK {
+        1
+    } else {
+        (4 * rayon::current_num_threads())
+            .min(m.div_ceil(64))
+            .max(1)
+    };
+    let rows = m.div_ceil(chunks.max(1)).max(1);
+    // Addresses as integers so the closure is Send; chunks write disjoint rows.
+    let (pa, pb, po) = (
+        a.as_ptr() as usize,
+        b.as_ptr() as usize,
+        out.as_mut_ptr() as usize,
+    );
+    (0..chunks).into_par_iter().for_each(|c| {
+        let i0 = c * rows;
+        if i0 >= m {
+            return;
+        }
+        let len = rows.min(m - i0);
+        // SAFETY: the pointers address live matrices whose extents match the
+        // dimensions and strides given; row chunk [i0, i0 + len) of op(A)
+        // starts i0·rsa elements in, of `out` i0 elements in; `out` aliases
+        // neither input and the chunks' output rows are disjoint.
+        unsafe {
+            matrixmultiply::dgemm(
+                len,
+                k,
+                n,
+                1.0,
+                (pa as *const f64).offset(i0 as isize * rsa),
+                rsa,
+                csa,
+                pb as *const f64,
+                rsb,
+                csb,
+                0.0,
+                (po as *mut f64).add(i0),
+                1,
+                m as isize,
+            );
+        }
+    });
+    out
+}
+
 /// Result of [`qp_nonneg`].
 #[derive(Clone, Debug)]
 pub struct QpSolution {
@@ -120,16 +200,17 @@ fn solve(
     // ties. Callers repair z onto the exact rows (their certificates never
     // trust this solver).
     let shifted = b.map(|bk| bk + DEGENERACY_SHIFT * (1.0 + bk.abs()));
+    let rows = sparse_rows(a);
     let mut st = ActiveSet::new(nv, nr, ridge, schur);
     let max_iter = 10 * (nv + nr) + 50;
-    let (mut iterations, converged) = st.run(h, g, a, &shifted, gscale, max_iter);
+    let (mut iterations, converged) = st.run(h, g, a, &rows, &shifted, gscale, max_iter);
     // Phase 2: from the phase-1 working set re-solved on the exact rows,
     // continue on the exact rows (the start is feasible). Should it cycle on
     // rows tight at 0 after all, the re-solved phase-1 point stands: it is
     // optimal up to the 1e-12 relaxation.
     if finish == Finish::Exact && converged && st.refine(h, g, a, b) {
         let refined = (st.z.clone(), st.mu.clone());
-        let (more, ok) = st.run(h, g, a, b, gscale, nv + nr + 50);
+        let (more, ok) = st.run(h, g, a, &rows, b, gscale, nv + nr + 50);
         iterations += more;
         if ok {
             st.refine(h, g, a, b);
@@ -177,6 +258,7 @@ impl ActiveSet {
         h: &DMatrix<f64>,
         g: &DVector<f64>,
         a: &DMatrix<f64>,
+        rows: &SparseRows,
         b: &DVector<f64>,
         gscale: f64,
         max_iter: usize,
@@ -192,7 +274,7 @@ impl ActiveSet {
             let fi = self.factor.order.clone();
             let wi: Vec<usize> = (0..nr).filter(|&k| self.working[k]).collect();
             let (target, mu_w) = self.subproblem(h, g, a, b, &wi);
-            let (alpha, block) = step_length(a, b, &self.z, &target, &fi, &self.working);
+            let (alpha, block) = step_length(rows, b, &self.z, &target, &fi, &self.working);
             let mut moved = 0.0f64;
             for (t, &i) in fi.iter().enumerate() {
                 let dz = alpha * (target[t] - self.z[i]);
@@ -212,7 +294,7 @@ impl ActiveSet {
             released = None;
             match block {
                 Some(Block::Bound(i)) => {
-                    self.fix(i, a);
+                    self.fix(i, rows);
                     continue;
                 }
                 Some(Block::Row(k)) => {
@@ -233,8 +315,8 @@ impl ActiveSet {
                 grad.axpy(self.z[i], &h.column(i), 1.0);
             }
             for &k in &wi {
-                for (i, gi) in grad.iter_mut().enumerate() {
-                    *gi += self.mu[k] * a[(k, i)];
+                for &(i, v) in &rows[k] {
+                    grad[i] += self.mu[k] * v;
                 }
             }
             // Bound multipliers ν_i = grad_i for i at 0; row multipliers μ_k.
@@ -309,7 +391,7 @@ impl ActiveSet {
     }
 
     /// Fixes variable i at its bound 0.
-    fn fix(&mut self, i: usize, a: &DMatrix<f64>) {
+    fn fix(&mut self, i: usize, rows: &SparseRows) {
         self.z[i] = 0.0;
         self.free[i] = false;
         self.factor.remove(i);
@@ -317,7 +399,7 @@ impl ActiveSet {
         // bounds; keeping it would leave its multiplier undetermined (and
         // the method cycling).
         for k in 0..self.mu.len() {
-            if self.working[k] && self.factor.order.iter().all(|&j| a[(k, j)] == 0.0) {
+            if self.working[k] && rows[k].iter().all(|&(j, _)| !self.free[j]) {
                 self.working[k] = false;
             }
         }
@@ -506,25 +588,23 @@ impl Factor {
             self.upper(&mut t);
             return Some((DVector::from_vec(t), DVector::zeros(nw)));
         }
-        let ys: Vec<Vec<f64>> = wi
-            .iter()
-            .map(|&k| {
-                let mut y: Vec<f64> = self.order.iter().map(|&i| a[(k, i)]).collect();
-                self.lower(&mut y);
-                y
-            })
-            .collect();
-        let dot = |p: &[f64], q: &[f64]| p.iter().zip(q).map(|(x, y)| x * y).sum::<f64>();
-        let s = DMatrix::from_fn(nw, nw, |p, q| dot(&ys[p], &ys[q]));
-        let rhs = DVector::from_fn(nw, |p, _| dot(&ys[p], &t) - b[wi[p]]);
+        let nf = self.order.len();
+        let mut ys = DMatrix::zeros(nf, nw);
+        for (p, &k) in wi.iter().enumerate() {
+            let mut y: Vec<f64> = self.order.iter().map(|&i| a[(k, i)]).collect();
+            self.lower(&mut y);
+            ys.set_column(p, &DVector::from_vec(y));
+        }
+        let s = product(&ys, true, &ys, false);
+        let tv = DVector::from_column_slice(&t);
+        let rhs = DVector::from_fn(nw, |p, _| ys.column(p).dot(&tv) - b[wi[p]]);
         let mu = s
             .clone()
             .cholesky()
             .filter(|ch| well_conditioned(ch, &s))?
             .solve(&rhs);
-        for (p, y) in ys.iter().enumerate() {
-            t.iter_mut().zip(y).for_each(|(ti, yi)| *ti -= mu[p] * yi);
-        }
+        let ymu = &ys * &mu;
+        t.iter_mut().zip(ymu.iter()).for_each(|(ti, yi)| *ti -= yi);
         self.upper(&mut t);
         Some((DVector::from_vec(t), mu))
     }
@@ -533,7 +613,7 @@ impl Factor {
 /// The largest step in [0, 1] from z toward `target` (on the free
 /// variables) that keeps z ≥ 0 and the non-working rows, and what blocks it.
 fn step_length(
-    a: &DMatrix<f64>,
+    rows: &SparseRows,
     b: &DVector<f64>,
     z: &DVector<f64>,
     target: &DVector<f64>,
@@ -545,8 +625,10 @@ fn step_length(
     // A target within rounding of 0 is 0 (the caller clamps): blocking on it
     // would re-fix a variable that a working row holds at exactly 0.
     let ztol = 1e-14 * (1.0 + z.amax() + target.amax());
+    let mut dz = vec![0.0; z.len()];
     for (t, &i) in fi.iter().enumerate() {
         let p = target[t] - z[i];
+        dz[i] = p;
         if target[t] < -ztol && p < 0.0 {
             let s = z[i] / -p;
             if s < alpha {
@@ -555,14 +637,11 @@ fn step_length(
             }
         }
     }
-    for k in (0..a.nrows()).filter(|&k| !working[k]) {
-        let ap: f64 = fi
-            .iter()
-            .enumerate()
-            .map(|(t, &i)| a[(k, i)] * (target[t] - z[i]))
-            .sum();
+    // z vanishes off F, so the rows' sums run over their nonzeros.
+    for (k, row) in rows.iter().enumerate().filter(|&(k, _)| !working[k]) {
+        let ap: f64 = row.iter().map(|&(i, v)| v * dz[i]).sum();
         if ap > TOL * (1.0 + b[k].abs()) {
-            let slack = b[k] - fi.iter().map(|&i| a[(k, i)] * z[i]).sum::<f64>();
+            let slack = b[k] - row.iter().map(|&(i, v)| v * z[i]).sum::<f64>();
             let s = slack.max(0.0) / ap;
             if s < alpha {
                 alpha = s;
@@ -571,6 +650,22 @@ fn step_length(
         }
     }
     (alpha, block)
+}
+
+/// The rows of A as (column, value) lists of their nonzeros: the
+/// certificate's rows γ_a − λ_i ≤ 0 have two, and a column-major dense
+/// row is a strided walk.
+type SparseRows = Vec<Vec<(usize, f64)>>;
+
+fn sparse_rows(a: &DMatrix<f64>) -> SparseRows {
+    (0..a.nrows())
+        .map(|k| {
+            (0..a.ncols())
+                .filter(|&i| a[(k, i)] != 0.0)
+                .map(|i| (i, a[(k, i)]))
+                .collect()
+        })
+        .collect()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -12,8 +12,8 @@
 use super::{AmbiguousPair, BlockResiduals, Certificate, CertifyOptions, Norm, Support, Verdict};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::linalg::qp_nonneg;
-use crate::net::{product, relu, unit_margin_scale, Network};
+use crate::linalg::{product, qp_nonneg};
+use crate::net::{relu, unit_margin_scale, Network};
 use nalgebra::{DMatrix, DVector};
 use std::borrow::Cow;
 
