@@ -398,9 +398,9 @@ impl ActiveSet {
         // A working row left without free variables is implied by the
         // bounds; keeping it would leave its multiplier undetermined (and
         // the method cycling).
-        for k in 0..self.mu.len() {
-            if self.working[k] && rows[k].iter().all(|&(j, _)| !self.free[j]) {
-                self.working[k] = false;
+        for (working, row) in self.working.iter_mut().zip(rows) {
+            if *working && row.iter().all(|&(j, _)| !self.free[j]) {
+                *working = false;
             }
         }
     }
