@@ -26,12 +26,14 @@
 //! terminates with the exact optimum (finitely many working sets, strict
 //! decrease). `H` need only be positive semidefinite: a relative ridge of
 //! `1e-13·max diag(H)` keeps every subsystem solvable. The subsystems are
-//! not factorised from scratch while no general row is working: a Cholesky
-//! factor L Lᵀ = H_FF is kept in the order the variables were freed and
-//! updated when one enters (a forward substitution) or leaves (deleting its
-//! row, then a stable rank-one update of the trailing block), O(|F|²) per
-//! iteration instead of O(|F|³). With working rows, or a singular H_FF, the
-//! ridged KKT system is factorised afresh. The end game re-solves the final
+//! not factorised from scratch: a Cholesky factor L Lᵀ = H_FF is kept in
+//! the order the variables were freed and updated when one enters (a
+//! forward substitution) or leaves (deleting its row, then a stable
+//! rank-one update of the trailing block), O(|F|²) per iteration instead of
+//! O(|F|³). Working rows enter through their Schur complement
+//! A_W H_FF⁻¹ A_Wᵀ in [`qp_nonneg`]; [`qp_nonneg_with`] (the distance
+//! search), and any singular H_FF, factorise the ridged KKT system afresh
+//! instead. The end game re-solves the final
 //! working set without the ridge, through a fresh Cholesky factor and the
 //! rows' Schur complement A_W H_FF⁻¹ A_Wᵀ (SVD least squares if H_FF is
 //! singular). Rows that are tight at

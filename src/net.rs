@@ -7,7 +7,7 @@
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-pub(crate) use crate::linalg::product;
+use crate::linalg::product;
 use nalgebra::{DMatrix, DVector};
 
 /// The factor 1/√(min q) that rescales a net with margins `q` to min-margin

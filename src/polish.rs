@@ -306,6 +306,12 @@ pub fn polish(
         (Some(sp), Some(p)) => sp.full_net(train.x(), net, &(p * (kappa / (1.0 + kappa)))),
         _ => net.clone(),
     };
+    // The ReLU net of reduced parameters θ at the stage's κ, and its
+    // certificate.
+    let judged = |lag: &Lagrangian, theta: &DVector<f64>| {
+        let relu_net = full(&lag.net(theta), lag.kappa);
+        judge(&relu_net, train, opts).map(|cert| (relu_net, cert))
+    };
     let theta0 = flat(&reduced);
     let (m, d) = (reduced.width(), reduced.dim());
     let blocks = [0..m * d, m * d..m * d + m, m * d + m..m * (d + 2)];
@@ -407,10 +413,9 @@ pub fn polish(
             // checked: a certificate with hundreds of near-kink pairs costs
             // as much as a few hundred L-BFGS steps.)
             if opts.stop_when_certified && close {
-                let relu_net = full(&lag.net(&theta), lag.kappa);
-                if let Ok(cert) = judge(&relu_net, train, opts) {
+                if let Ok((net, cert)) = judged(&lag, &theta) {
                     if cert.verdict == Verdict::Kkt {
-                        early = Some((relu_net, cert));
+                        early = Some((net, cert));
                         break;
                     }
                 }
@@ -419,14 +424,7 @@ pub fn polish(
                 break;
             }
         }
-        let judged = match early.take() {
-            Some((net, cert)) => Ok((net, cert)),
-            None => {
-                let relu_net = full(&lag.net(&theta), lag.kappa);
-                judge(&relu_net, train, opts).map(|cert| (relu_net, cert))
-            }
-        };
-        let stage = match judged {
+        let stage = match early.map_or_else(|| judged(&lag, &theta), Ok) {
             Ok((relu_net, cert)) => {
                 let st = Stage {
                     beta,

@@ -219,10 +219,7 @@ pub fn certify(
         "use the working-set method (`--method working-set`), certify a subset of the training points, or run on a machine with more memory",
     )?;
     let h = sys.gram();
-    let solved = match norm {
-        Norm::L2 => sys.solve_l2(&h),
-        Norm::Linf => sys.solve_linf(&h)?,
-    };
+    let solved = sys.solve(norm, &h)?;
     let block =
         |vars: &[usize]| DMatrix::from_fn(vars.len(), vars.len(), |r, c| h[(vars[r], vars[c])]);
     Ok(sys.finish(norm, solved, &block, None, opts, t0))

@@ -263,7 +263,7 @@ impl<'a> KktSystem<'a> {
 
     /// Number of constraint rows: [complementarity], then one per ambiguous pair.
     pub(super) fn nrows(&self) -> usize {
-        usize::from(self.budget.is_some()) + self.amb.len()
+        self.amb_row0() + self.amb.len()
     }
 
     /// Index of the first ambiguous-pair row.
@@ -368,13 +368,11 @@ impl<'a> KktSystem<'a> {
         let rows: Vec<usize> = (0..n).filter(|&i| touched[i]).collect();
         let cm = self.coef(z, &rows);
         let xs = self.x.select_rows(&rows);
-        let mut v = self.theta.v.clone();
-        for (j, vj) in v.iter_mut().enumerate() {
-            *vj = rows
-                .iter()
+        let v = DVector::from_fn(cm.ncols(), |j, _| {
+            rows.iter()
                 .map(|&i| z[i] * self.y[i] * self.relu_u(i, j))
-                .sum();
-        }
+                .sum()
+        });
         Params {
             w: product(&cm, true, &xs, false),
             b: DVector::from_iterator(cm.ncols(), cm.column_iter().map(|c| c.sum())),
@@ -554,6 +552,14 @@ impl<'a> KktSystem<'a> {
             ((num - num_err) / den).max(0.0)
         } else {
             0.0
+        }
+    }
+
+    /// The solve in `norm` on the formed Gram system `h`.
+    pub(super) fn solve(&self, norm: Norm, h: &DMatrix<f64>) -> Result<Solved> {
+        match norm {
+            Norm::L2 => Ok(self.solve_l2(h)),
+            Norm::Linf => self.solve_linf(h),
         }
     }
 

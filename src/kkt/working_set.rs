@@ -78,12 +78,7 @@ pub(super) fn certify(
             "certify a subset of the training points, or run on a machine with more memory",
         )?;
         let (sub, map) = full.restrict(&set.points, &set.pairs);
-        let h = sub.gram();
-        let solved = match norm {
-            Norm::L2 => sub.solve_l2(&h),
-            Norm::Linf => sub.solve_linf(&h)?,
-        };
-        let solved = lift(full, &sub, &map, solved);
+        let solved = lift(full, &sub, &map, sub.solve(norm, &sub.gram())?);
         let priced = full.violations(&solved.u, &solved.mu);
         let grew = set.grow(full, &solved.z, &priced, initial.max(1));
         if !grew || round == MAX_ROUNDS {
@@ -160,8 +155,11 @@ impl WorkingSet {
             return false;
         }
         self.pairs.retain(|&t| z[n + t] > 0.0);
-        let kept: Vec<usize> = self.pairs.iter().map(|&t| full.amb[t].0).collect();
-        self.points.retain(|&i| z[i] > 0.0 || kept.contains(&i));
+        let mut has_pair = vec![false; n];
+        self.pairs
+            .iter()
+            .for_each(|&t| has_pair[full.amb[t].0] = true);
+        self.points.retain(|&i| z[i] > 0.0 || has_pair[i]);
         cand.sort_by(|a, b| b.0.total_cmp(&a.0));
         cand.truncate(self.points.len().max(floor));
         for (_, i, pairs) in &cand {
