@@ -29,7 +29,7 @@
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::linalg::{qp_nonneg_with, Finish};
+use crate::linalg::{qp_capped, Cap, Finish};
 use crate::net::{relu, Network};
 use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
@@ -176,14 +176,57 @@ impl Search<'_> {
         )
     }
 
-    /// Hurting neurons fixed by the radius or by the assignment.
-    fn effective(&self, assign: &Assign, r: f64) -> Assign {
+    /// Ranges of every u_j over the ball of radius `r` intersected with the
+    /// half-space of each branched neuron's state, one half-space at a time
+    /// (in closed form: the extremes of a linear function over a ball cut by
+    /// a plane), or `None` when a half-space misses the ball, so that no
+    /// point of the node lies within `r`. Widened by 1e-12 relative against
+    /// rounding, which only loosens the chords.
+    fn ranges(&self, assign: &Assign, r: f64) -> Option<Vec<(f64, f64)>> {
+        // (i, s_i/‖w_i‖, c_i): the cut (s_i/‖w_i‖)·w_iᵀδ ≤ c_i.
+        let mut cuts = Vec::new();
+        for (i, state) in assign.iter().enumerate() {
+            let (Some(active), n) = (*state, self.wnorm[i]) else {
+                continue;
+            };
+            if n == 0.0 {
+                continue;
+            }
+            let sign = if active { -1.0 } else { 1.0 };
+            let c = -sign * self.u0[i] / n;
+            if c < -r {
+                return None;
+            }
+            cuts.push((i, sign / n, c));
+        }
+        let ranges = (0..self.roles.len()).map(|j| {
+            let wn = self.wnorm[j];
+            let (mut lo, mut hi) = (-r * wn, r * wn);
+            for &(i, scale, c) in &cuts {
+                let along = scale * self.kmat[(i, j)];
+                let across = (wn * wn - along * along).max(0.0).sqrt();
+                let chord = (r * r - c * c).max(0.0).sqrt();
+                if r * along > c * wn {
+                    hi = hi.min(along * c + across * chord);
+                }
+                if -r * along > c * wn {
+                    lo = lo.max(along * c - across * chord);
+                }
+            }
+            let pad = 1e-12 * r * wn;
+            (self.u0[j] + lo - pad, self.u0[j] + hi + pad)
+        });
+        Some(ranges.collect())
+    }
+
+    /// Hurting neurons fixed by their ranges or by the assignment.
+    fn effective(&self, assign: &Assign, ranges: &[(f64, f64)]) -> Assign {
         (0..self.roles.len())
             .map(|j| {
                 if self.roles[j] != Role::Hurt {
                     return None;
                 }
-                let (l, h) = self.range(j, r);
+                let (l, h) = ranges[j];
                 assign[j].or(if l >= 0.0 {
                     Some(true)
                 } else if h <= 0.0 {
@@ -201,7 +244,14 @@ impl Search<'_> {
     /// optimum sits exactly on the boundary).
     fn solve(&self, assign: &Assign, r: f64, tighten: f64, finish: Finish) -> NodeSol {
         let m = self.roles.len();
-        let eff = self.effective(assign, r);
+        let Some(ranges) = self.ranges(assign, r) else {
+            return NodeSol {
+                lb: f64::INFINITY,
+                delta: DVector::zeros(self.x0.len()),
+                branch: None,
+            };
+        };
+        let eff = self.effective(assign, &ranges);
         // Output row: coefficients γ over neurons (g = Wᵀγ) and constant h0.
         let mut gamma = DVector::zeros(m);
         let mut h0 = 0.0;
@@ -220,8 +270,7 @@ impl Search<'_> {
             }
             match (self.roles[j], eff[j]) {
                 (Role::Help, _) => {
-                    let (_, h) = self.range(j, r);
-                    if h > 0.0 {
+                    if ranges[j].1 > 0.0 {
                         help.push(j);
                     }
                 }
@@ -232,7 +281,7 @@ impl Search<'_> {
                 }
                 (Role::Hurt, Some(false)) => fixed.push((j, self.unit(j))),
                 (Role::Hurt, None) => {
-                    let (l, h) = self.range(j, r);
+                    let (l, h) = ranges[j];
                     let slope = h / (h - l);
                     gamma[j] -= a * slope;
                     h0 -= a * slope * (self.u0[j] - l);
@@ -293,13 +342,12 @@ impl Search<'_> {
         for a in 1..k {
             rv[a] += tighten * hm[(a, a)].sqrt();
         }
-        // α_j − cap_j μ0 ≤ 0 for the helping rows.
-        let mut am = DMatrix::zeros(help.len(), k);
-        for (a, &cap) in caps.iter().enumerate() {
-            am[(a, a + 1)] = 1.0;
-            am[(a, 0)] = -cap;
-        }
-        let sol = qp_nonneg_with(&hm, &rv, &am, &DVector::zeros(help.len()), finish);
+        // α_j ≤ cap_j μ0 for the helping rows.
+        let qcaps: Vec<Option<Cap>> = std::iter::once(None)
+            .chain(caps.iter().map(|&c| Some(Cap { master: 0, c })))
+            .chain(fixed.iter().map(|_| None))
+            .collect();
+        let sol = qp_capped(&hm, &rv, &qcaps, finish, f64::NEG_INFINITY);
         let mut z = sol.z;
         for (a, &cap) in caps.iter().enumerate() {
             z[a + 1] = z[a + 1].min(cap * z[0]);
@@ -316,7 +364,7 @@ impl Search<'_> {
         let mut branch = None;
         let mut worst = 0.0;
         for j in (0..m).filter(|&j| self.roles[j] == Role::Hurt && eff[j].is_none()) {
-            let (l, h) = self.range(j, r);
+            let (l, h) = ranges[j];
             let u = self.u0[j] + self.net.w().row(j).dot(&delta.transpose());
             let gap = self.net.v()[j].abs() * (h * (u - l) / (h - l) - relu(u));
             if gap > worst {
@@ -325,6 +373,35 @@ impl Search<'_> {
             }
         }
         NodeSol { lb, delta, branch }
+    }
+
+    /// The node's certified lower bound, from relaxations on balls of
+    /// several radii: a flip of norm below r lies in the ball of radius r,
+    /// where the chords over that ball's ranges hold, so
+    /// min(r, LB(r)) bounds the node for every r ≤ `big_r` (the incumbent)
+    /// and the best r is the fixed point LB(r) = r, found by bisection.
+    /// Returns the solution whose relaxation the branching should use (the
+    /// smallest radius whose optimum lies inside its ball) and that radius.
+    fn bound(&self, assign: &Assign, big_r: f64, parent: f64, tol: f64) -> (NodeSol, f64) {
+        let mut hi = big_r;
+        let mut sol = self.solve(assign, hi, 0.0, Finish::Fast);
+        let mut lb = sol.lb.max(parent);
+        for _ in 0..BISECTIONS {
+            if sol.branch.is_none() || lb >= hi - tol || hi - lb <= 1e-3 * hi {
+                break;
+            }
+            let r = 0.5 * (lb + hi);
+            let trial = self.solve(assign, r, 0.0, Finish::Fast);
+            if trial.lb >= r {
+                lb = r;
+            } else {
+                lb = lb.max(trial.lb);
+                hi = r;
+                sol = trial;
+            }
+        }
+        sol.lb = lb;
+        (sol, hi)
     }
 
     /// A verified flip point near x0 + δ: δ itself, pushed outward against
@@ -636,9 +713,9 @@ impl<'a> DistanceSolver<'a> {
             res.nodes += 1;
             // Internal nodes need only a valid bound; a node whose
             // relaxation is exact is re-solved accurately for its witness.
-            let mut sol = s.solve(&e.assign, best.0, 0.0, Finish::Fast);
+            let (mut sol, radius) = s.bound(&e.assign, best.0, e.lb, tol);
             if sol.branch.is_none() {
-                sol = s.solve(&e.assign, best.0, 0.0, Finish::Exact);
+                sol = s.solve(&e.assign, radius, 0.0, Finish::Exact);
             }
             let lb = sol.lb.max(e.lb);
             if lb >= best.0 - tol {
@@ -653,7 +730,7 @@ impl<'a> DistanceSolver<'a> {
                         break;
                     }
                     let tight = s.verify(
-                        &s.solve(&e.assign, best.0, rel * lb.max(1e-300), Finish::Exact)
+                        &s.solve(&e.assign, radius, rel * lb.max(1e-300), Finish::Exact)
                             .delta,
                     );
                     if tight
@@ -914,6 +991,9 @@ impl<'a> DistanceSolver<'a> {
         Some(DVector::from_iterator(d, xs.iter().map(|&x| sol.value(x))))
     }
 }
+
+/// Radii tried per node after the incumbent's (see [`Search::bound`]).
+const BISECTIONS: usize = 4;
 
 /// Most hurting neurons [`DistanceSolver`] enumerates when no attack finds a flip.
 pub const MAX_ENUMERATED: usize = 14;

@@ -44,6 +44,9 @@
 
 use nalgebra::{DMatrix, DVector};
 
+mod capped;
+pub use capped::{qp_capped, Cap};
+
 /// Products below this many multiply-adds run on one thread.
 const PARALLEL_WORK: usize = 1 << 24;
 
@@ -526,13 +529,19 @@ impl Factor {
     /// l₂₂ = √(h_ii − ‖L₂₁‖²), clamped at √ρ for a (numerically) dependent
     /// column, which [`Factor::well_conditioned`] then reports.
     fn push(&mut self, h: &DMatrix<f64>, i: usize) {
+        let row: Vec<f64> = self.order.iter().map(|&j| h[(j, i)]).collect();
+        self.append(i, row, h[(i, i)], h.nrows());
+    }
+
+    /// Appends the column `i` whose entries against `order` are `row` and
+    /// whose diagonal is `diag` (at most `nmax` columns ever live).
+    fn append(&mut self, i: usize, mut row: Vec<f64>, diag: f64, nmax: usize) {
         let k = self.len();
-        let mut row: Vec<f64> = self.order.iter().map(|&j| h[(j, i)]).collect();
         self.lower(&mut row);
-        let d = h[(i, i)] - row.iter().map(|v| v * v).sum::<f64>();
+        let d = diag - row.iter().map(|v| v * v).sum::<f64>();
         if k == self.l.nrows() {
             // Storage doubles as F grows: |F|² memory, not N².
-            let cap = (2 * k).max(16).min(h.nrows());
+            let cap = (2 * k).max(16).min(nmax);
             let old = std::mem::replace(&mut self.l, DMatrix::zeros(0, 0));
             self.l = old.resize(cap, cap, 0.0);
         }
