@@ -347,7 +347,13 @@ impl Search<'_> {
             .chain(caps.iter().map(|&c| Some(Cap { master: 0, c })))
             .chain(fixed.iter().map(|_| None))
             .collect();
-        let sol = qp_capped(&hm, &rv, &qcaps, finish, f64::NEG_INFINITY);
+        // A bound search needs only to know whether the bound reaches r:
+        // the dual value ½r² (objective −½r²) settles it.
+        let floor = match finish {
+            Finish::Fast => -0.5 * r * r * (1.0 + 1e-9),
+            Finish::Exact => f64::NEG_INFINITY,
+        };
+        let sol = qp_capped(&hm, &rv, &qcaps, finish, floor);
         let mut z = sol.z;
         for (a, &cap) in caps.iter().enumerate() {
             z[a + 1] = z[a + 1].min(cap * z[0]);
@@ -387,7 +393,7 @@ impl Search<'_> {
         let mut sol = self.solve(assign, hi, 0.0, Finish::Fast);
         let mut lb = sol.lb.max(parent);
         for _ in 0..BISECTIONS {
-            if sol.branch.is_none() || lb >= hi - tol || hi - lb <= 1e-3 * hi {
+            if sol.branch.is_none() || lb >= hi - tol || hi - lb <= BISECTION_GAP * hi {
                 break;
             }
             let r = 0.5 * (lb + hi);
@@ -755,10 +761,8 @@ impl<'a> DistanceSolver<'a> {
                     }
                 }
             }
-            if let Some(c) = candidate {
-                if c.0 < best.0 {
-                    best = c;
-                }
+            if let Some(c) = candidate.filter(|c| c.0 < best.0) {
+                best = self.refine(&s, c);
             }
             if let Some(j) = sol.branch {
                 for state in [true, false] {
@@ -994,6 +998,13 @@ impl<'a> DistanceSolver<'a> {
 
 /// Radii tried per node after the incumbent's (see [`Search::bound`]).
 const BISECTIONS: usize = 4;
+
+/// The bisection stops once the node's bracket [bound, radius] is this
+/// narrow relative to the radius. Measured on GD nets of width 200 (20 s
+/// per point): 0.03 left the bounds of a far-from-closed search
+/// (k=6, d=100) as high as 0.001 did, with twice the nodes where the
+/// incumbent is near-optimal (`std`); 0.1 cost the first case 0.05.
+const BISECTION_GAP: f64 = 0.03;
 
 /// Most hurting neurons [`DistanceSolver`] enumerates when no attack finds a flip.
 pub const MAX_ENUMERATED: usize = 14;
