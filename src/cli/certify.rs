@@ -48,7 +48,7 @@ pub struct CertArgs {
     #[arg(long, default_value_t = 1e-6)]
     act_tol: f64,
     /// How the problem is solved over the points: auto (the full Gram
-    /// system up to 2000 variables, the working set above) | full |
+    /// system up to 2000 points and 8000 variables, the working set above) | full |
     /// working-set (column generation with exact pricing of every point).
     #[arg(long, default_value = "auto")]
     method: Method,

@@ -12,7 +12,7 @@
 use super::{AmbiguousPair, BlockResiduals, Certificate, CertifyOptions, Norm, Support, Verdict};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::linalg::{product, qp_nonneg};
+use crate::linalg::{product, qp_capped, Cap, Constraints, Finish};
 use crate::net::{relu, unit_margin_scale, Network};
 use nalgebra::{DMatrix, DVector};
 use std::borrow::Cow;
@@ -304,18 +304,27 @@ impl<'a> KktSystem<'a> {
         sq.sqrt()
     }
 
+    /// The complementarity row cᵀλ ≤ budget, if any (0 or 1 rows).
+    fn budget_row(&self) -> (DMatrix<f64>, DVector<f64>) {
+        let r0 = self.amb_row0();
+        let mut a = DMatrix::zeros(r0, self.nvars());
+        if r0 > 0 {
+            a.view_mut((0, 0), (1, self.n()))
+                .copy_from(&self.c.transpose());
+        }
+        (a, DVector::from_iterator(r0, self.budget))
+    }
+
     /// The constraint rows as a dense matrix (for the small QP/LP solvers).
     pub(super) fn constraint_matrix(&self) -> (DMatrix<f64>, DVector<f64>) {
-        let n = self.n();
+        let (budget_a, budget_b) = self.budget_row();
+        let r0 = self.amb_row0();
         let mut a = DMatrix::zeros(self.nrows(), self.nvars());
         let mut b = DVector::zeros(self.nrows());
-        if let Some(budget) = self.budget {
-            a.view_mut((0, 0), (1, n)).copy_from(&self.c.transpose());
-            b[0] = budget;
-        }
-        let r0 = self.amb_row0();
+        a.view_mut((0, 0), (r0, self.nvars())).copy_from(&budget_a);
+        b.rows_mut(0, r0).copy_from(&budget_b);
         for (t, &(i, _)) in self.amb.iter().enumerate() {
-            a[(r0 + t, n + t)] = 1.0;
+            a[(r0 + t, self.n() + t)] = 1.0;
             a[(r0 + t, i)] = -1.0;
         }
         (a, b)
@@ -563,11 +572,35 @@ impl<'a> KktSystem<'a> {
         }
     }
 
-    /// The ℓ2 solve: the exact QP on the formed Gram system.
+    /// The ℓ2 solve: the exact QP on the formed Gram system, each ambiguous
+    /// pair's row γ_a ≤ λ_i a cap eliminated by aggregation (hundreds of
+    /// them are working at a polished wide net's optimum, where carrying them
+    /// as rows cost a Schur complement over all of them per iteration).
     pub(super) fn solve_l2(&self, h: &DMatrix<f64>) -> Solved {
-        let (a, b) = self.constraint_matrix();
+        let (a, b) = self.budget_row();
+        let n = self.n();
+        let caps: Vec<Option<Cap>> = (0..n)
+            .map(|_| None)
+            .chain(
+                self.amb
+                    .iter()
+                    .map(|&(i, _)| Some(Cap { master: i, c: 1.0 })),
+            )
+            .collect();
+        let cons = Constraints {
+            caps: &caps,
+            a: &a,
+            b: &b,
+        };
         let (g, _) = self.adjoint(&self.theta);
-        let sol = qp_nonneg(h, &g, &a, &b);
+        let sol = qp_capped(h, &g, &cons, Finish::Exact, f64::NEG_INFINITY);
+        let mu = DVector::from_iterator(
+            self.nrows(),
+            sol.mu
+                .iter()
+                .copied()
+                .chain((0..self.amb.len()).map(|t| sol.pi[n + t])),
+        );
         let mut z = sol.z;
         self.repair_primal(&mut z);
         let r = self.theta.sub(&self.apply(&z));
@@ -575,7 +608,7 @@ impl<'a> KktSystem<'a> {
             z,
             u: r.clone(),
             r,
-            mu: sol.mu,
+            mu,
             iterations: sol.iterations,
         }
     }

@@ -4,24 +4,29 @@
 //!   minimise ½ zᵀHz − gᵀz   subject to   z ≥ 0,   z_a ≤ c_a · z_m(a)   (a capped)
 //! ```
 //!
-//! where every capped variable a has one master m(a), itself uncapped, and
-//! c_a ≥ 0. The distance search's node duals have exactly this shape: each
+//! (and optionally a few general rows A z ≤ b, b ≥ 0), where every capped
+//! variable a has one master m(a), itself uncapped, and c_a ≥ 0. Both
+//! exact searches have this shape: in the distance search's node duals each
 //! helping neuron's multiplier is capped by the output row's,
-//! α_j ≤ (|v_j|‖w_j‖/κ)·μ0.
+//! α_j ≤ (|v_j|‖w_j‖/κ)·μ0; in the KKT certificate each ambiguous pair's
+//! multiplier by its point's, γ_a ≤ λ_i (with one general row, the
+//! complementarity budget).
 //!
 //! **Why aggregation.** A tight cap row is an equality between two
 //! variables, z_a = c_a z_m. Carried as a working row of the general method
-//! ([`super::qp_nonneg_with`]) it costs a KKT factorisation per iteration,
+//! ([`super::qp_nonneg`]) it costs a KKT factorisation per iteration,
 //! O(k³): 82% of the distance search's time at width 200. Eliminated, it
 //! turns the master's column into the *group* column
 //! p_m = e_m + Σ_{a tight} c_a e_a, and the problem stays bound-constrained
 //! in the reduced variables y (z = P y). The Cholesky factor of PᵀHP is
 //! updated as in the general method: a cap that becomes tight deletes the
 //! dependent's column and replaces the master's (O(k²) each); a tight cap
-//! whose multiplier turns negative does the reverse.
+//! whose multiplier turns negative does the reverse. The few general rows
+//! keep the general method's working set, solved through their Schur
+//! complement on the factor (the rows are few, so it is tiny).
 //!
-//! **Optimality.** With ∇ = Hz − g, the minimiser of the reduced system is
-//! optimal iff
+//! **Optimality.** With ∇ = Hz − g + A_Wᵀμ_W, the minimiser of the reduced
+//! system (with the working rows' multipliers μ_W ≥ 0) is optimal iff
 //! - ∇_i ≥ 0 for every variable at 0 that could move alone (uncapped, or
 //!   capped under a positive master);
 //! - π_a = −∇_a ≥ 0 for every tight cap (its multiplier);
@@ -34,7 +39,7 @@
 //! its iteration limit returns a feasible z: all that the callers'
 //! weak-duality bounds need.
 
-use super::{lstsq, well_conditioned, Factor, Finish, QpSolution, TOL};
+use super::{lstsq, well_conditioned, Factor, Finish, DEGENERACY_SHIFT, TOL};
 use nalgebra::{DMatrix, DVector};
 
 /// The cap row z_a ≤ c·z_master of a capped variable a.
@@ -44,9 +49,33 @@ pub struct Cap {
     pub c: f64,
 }
 
-/// Solves min ½zᵀHz − gᵀz s.t. z ≥ 0 and z_a ≤ c_a·z_m(a) for every
-/// `caps[a] = Some(Cap { master, c })` (masters uncapped, c ≥ 0). The
-/// returned `mu[a]` is the multiplier of a's cap (0 for uncapped variables).
+/// The rows of a capped QP: the caps, and general rows A z ≤ b (b ≥ 0).
+pub struct Constraints<'a> {
+    /// `caps[a] = Some(Cap { master, c })`: z_a ≤ c·z_master (masters uncapped, c ≥ 0).
+    pub caps: &'a [Option<Cap>],
+    pub a: &'a DMatrix<f64>,
+    pub b: &'a DVector<f64>,
+}
+
+/// Result of [`qp_capped`].
+#[derive(Clone, Debug)]
+pub struct CappedSolution {
+    /// The minimiser (z ≥ 0 and within its caps exactly).
+    pub z: DVector<f64>,
+    /// Multipliers of the general rows (≥ 0).
+    pub mu: DVector<f64>,
+    /// Multiplier of each variable's cap (0 for uncapped variables).
+    pub pi: DVector<f64>,
+    /// Active-set iterations used.
+    pub iterations: usize,
+    /// False if the iteration limit, the floor or rounding stopped the method.
+    pub converged: bool,
+}
+
+/// Solves min ½zᵀHz − gᵀz s.t. z ≥ 0, the caps z_a ≤ c_a·z_m(a) and the
+/// general rows A z ≤ b. The general rows' right-hand sides are relaxed by
+/// 1e-12 relative against degeneracy, as in [`super::qp_nonneg`] (callers
+/// repair z onto them); the caps hold exactly.
 ///
 /// The method stops early, unconverged, once the objective reaches `floor`
 /// (a branch-and-bound node whose bound already prunes it; pass
@@ -55,17 +84,18 @@ pub struct Cap {
 /// range), returning the best iterate.
 ///
 /// # Panics
-/// If a master is itself capped, or `caps` and H disagree in size: both
-/// are errors of the calling code, not of its input.
+/// If a master is itself capped, or the sizes disagree: both are errors of
+/// the calling code, not of its input.
 pub fn qp_capped(
     h: &DMatrix<f64>,
     g: &DVector<f64>,
-    caps: &[Option<Cap>],
+    cons: &Constraints,
     finish: Finish,
     floor: f64,
-) -> QpSolution {
+) -> CappedSolution {
     let n = h.nrows();
-    assert_eq!(caps.len(), n, "one cap entry per variable");
+    let caps = cons.caps;
+    assert!(caps.len() == n && cons.a.ncols() == n && cons.a.nrows() == cons.b.len());
     let mut deps = vec![Vec::new(); n];
     for (a, cap) in caps.iter().enumerate() {
         if let Some(cap) = cap {
@@ -77,31 +107,38 @@ pub fn qp_capped(
         }
     }
     let hscale = h.diagonal().amax().max(f64::MIN_POSITIVE);
+    let nr = cons.b.len();
     let mut st = Capped {
         h,
         g,
         caps,
+        a: cons.a,
+        b: cons.b.map(|bk| bk + DEGENERACY_SHIFT * (1.0 + bk.abs())),
+        working: vec![false; nr],
+        mu: DVector::zeros(nr),
         deps,
         z: DVector::zeros(n),
         state: vec![State::Zero; n],
         members: vec![Vec::new(); n],
         factor: Factor::new(n, 1e-13 * hscale),
         diag: vec![0.0; n],
+        hp: vec![DVector::zeros(0); n],
     };
-    let (iterations, converged) = st.run(10 * n + 50, floor);
+    let (iterations, converged) = st.run(10 * (n + nr) + 50, floor);
     if finish == Finish::Exact && converged {
         st.refine();
     }
-    let grad = st.gradient();
-    let mu = DVector::from_fn(n, |a, _| match caps[a] {
+    let (grad, _) = st.gradient();
+    let pi = DVector::from_fn(n, |a, _| match caps[a] {
         Some(cap) if st.state[a] == State::Tight || st.state[cap.master] == State::Zero => {
             (-grad[a]).max(0.0)
         }
         _ => 0.0,
     });
-    QpSolution {
+    CappedSolution {
         z: st.z,
-        mu,
+        mu: st.mu.map(|m| m.max(0.0)),
+        pi,
         iterations,
         converged,
     }
@@ -117,17 +154,25 @@ enum State {
     Tight,
 }
 
-/// What blocks a step, or what was last released: a unit's bound or a cap.
+/// What blocks a step, or what was last released: a unit's bound, a cap
+/// or a general row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Move {
     Bound(usize),
     Cap(usize),
+    Row(usize),
 }
 
 struct Capped<'a> {
     h: &'a DMatrix<f64>,
     g: &'a DVector<f64>,
     caps: &'a [Option<Cap>],
+    a: &'a DMatrix<f64>,
+    /// The general rows' right-hand sides, relaxed.
+    b: DVector<f64>,
+    /// The general rows held as equalities, and their multipliers.
+    working: Vec<bool>,
+    mu: DVector<f64>,
     /// The capped variables of each master.
     deps: Vec<Vec<usize>>,
     z: DVector<f64>,
@@ -138,6 +183,10 @@ struct Capped<'a> {
     factor: Factor,
     /// p_uᵀHp_u of each free unit (its pivot's scale).
     diag: Vec<f64>,
+    /// H p_u of each free unit: z = Σ_u z_u p_u, so Hz costs one axpy per
+    /// unit rather than one per nonzero of z, and a group's column is
+    /// updated in O(N) as dependents join or leave.
+    hp: Vec<DVector<f64>>,
 }
 
 impl Capped<'_> {
@@ -147,18 +196,22 @@ impl Capped<'_> {
         let mut best = (0.0f64, self.z.clone());
         let gscale = self.g.amax().max(f64::MIN_POSITIVE);
         // Lawson–Hanson's safeguard: a constraint released and immediately
-        // blocking again (zero step) is barred until the iterate moves.
-        let mut barred = vec![false; n];
+        // blocking again (zero step) is barred until the iterate moves
+        // (variables 0..n, then rows).
+        let mut barred = vec![false; n + self.b.len()];
         let mut released: Option<Move> = None;
         for it in 0..max_iter {
-            let y = self.target();
+            let wi: Vec<usize> = (0..self.b.len()).filter(|&k| self.working[k]).collect();
+            let (y, mu_w) = self.target(&wi);
             let (alpha, block) = self.step_length(&y);
             let moved = self.advance(&y, alpha);
             if moved > 1e-15 * (1.0 + self.z.amax()) {
                 barred.fill(false);
             } else if let Some(b) = block.filter(|b| Some(*b) == released) {
-                let (Move::Bound(i) | Move::Cap(i)) = b;
-                barred[i] = true;
+                barred[match b {
+                    Move::Bound(i) | Move::Cap(i) => i,
+                    Move::Row(k) => n + k,
+                }] = true;
             }
             released = None;
             let optimal = match block {
@@ -170,10 +223,16 @@ impl Capped<'_> {
                     self.tighten(a);
                     false
                 }
+                Some(Move::Row(k)) => {
+                    self.working[k] = true;
+                    false
+                }
                 None => {
-                    let grad = self.gradient();
-                    // ½zᵀHz − gᵀz = ½zᵀ∇ − ½gᵀz.
-                    let f = 0.5 * (self.z.dot(&grad) - self.g.dot(&self.z));
+                    self.mu.fill(0.0);
+                    for (t, &k) in wi.iter().enumerate() {
+                        self.mu[k] = mu_w[t];
+                    }
+                    let (grad, f) = self.gradient();
                     if f > best.0 + 1e-8 * (1.0 + best.0.abs()) {
                         self.z = best.1;
                         return (it + 1, false);
@@ -184,8 +243,9 @@ impl Capped<'_> {
                     best = (f, self.z.clone());
                     let worst = self.worst(&grad, &barred, gscale);
                     match worst {
-                        Some(Move::Bound(i)) => self.release(i),
+                        Some(Move::Bound(i)) => self.release(i, &grad),
                         Some(Move::Cap(a)) => self.loosen(a),
+                        Some(Move::Row(k)) => self.working[k] = false,
                         None => {}
                     }
                     released = worst;
@@ -221,11 +281,17 @@ impl Capped<'_> {
     /// units already there, and p_uᵀ H p_u.
     fn push(&mut self, u: usize) {
         let hp = self.h_column(u);
+        self.push_with(u, hp);
+    }
+
+    /// [`Self::push`] with H p_u already known.
+    fn push_with(&mut self, u: usize, hp: DVector<f64>) {
         let dot = |v: usize| -> f64 { self.column(v).map(|(q, w)| w * hp[q]).sum() };
         let row: Vec<f64> = self.factor.order.iter().map(|&v| dot(v)).collect();
         let diag = dot(u);
         self.diag[u] = diag;
         self.factor.append(u, row, diag, self.z.len());
+        self.hp[u] = hp;
     }
 
     /// The reduced right-hand side Pᵀg in the factor's order.
@@ -237,47 +303,118 @@ impl Capped<'_> {
             .collect()
     }
 
-    /// The minimiser of the reduced problem on the free units: through the
-    /// updated factor while every pivot keeps a fair share of its diagonal,
-    /// else (numerically dependent columns, where updates lose every digit)
-    /// through a fresh factorisation of the ridged PᵀHP + ρI.
-    fn target(&self) -> Vec<f64> {
+    /// The minimiser of the reduced problem on the free units with the
+    /// working rows `wi` as equalities, and the rows' multipliers: through
+    /// the updated factor (rows by their Schur complement) while every
+    /// pivot keeps a fair share of its diagonal, else (numerically dependent
+    /// columns, where updates lose every digit) through a fresh
+    /// factorisation of the ridged system.
+    fn target(&self, wi: &[usize]) -> (Vec<f64>, Vec<f64>) {
         let order = &self.factor.order;
         let conditioned = order.iter().enumerate().all(|(k, &u)| {
             let p = self.factor.l[(k, k)].powi(2);
             p > 1e-10 * self.diag[u] && p > 100.0 * self.factor.ridge
         });
         if conditioned {
-            let mut y = self.reduced_g();
-            self.factor.lower(&mut y);
-            self.factor.upper(&mut y);
-            return y;
+            if let Some(sol) = self.schur(wi) {
+                return sol;
+            }
         }
+        self.dense(wi, self.factor.ridge)
+    }
+
+    /// The reduced KKT system with the working rows `wi`, ridge ρ on PᵀHP,
+    /// factorised afresh (Cholesky without rows, LU with, SVD least squares
+    /// if singular): (y, μ_W).
+    fn dense(&self, wi: &[usize], ridge: f64) -> (Vec<f64>, Vec<f64>) {
         let mut hr = self.reduced_h();
-        for k in 0..order.len() {
-            hr[(k, k)] += self.factor.ridge;
+        let (nf, nw) = (hr.nrows(), wi.len());
+        for k in 0..nf {
+            hr[(k, k)] += ridge;
         }
-        let gr = DVector::from_vec(self.reduced_g());
-        let y = match hr.clone().cholesky() {
-            Some(ch) => ch.solve(&gr),
-            None => lstsq(&hr, &gr),
+        let mut kkt = DMatrix::zeros(nf + nw, nf + nw);
+        kkt.view_mut((0, 0), (nf, nf)).copy_from(&hr);
+        let mut rhs = DVector::zeros(nf + nw);
+        rhs.rows_mut(0, nf).copy_from_slice(&self.reduced_g());
+        for (t, &k) in wi.iter().enumerate() {
+            for (c, v) in self.reduced_row(k).into_iter().enumerate() {
+                kkt[(nf + t, c)] = v;
+                kkt[(c, nf + t)] = v;
+            }
+            rhs[nf + t] = self.b[k];
+        }
+        let sol = if nw == 0 {
+            match kkt
+                .clone()
+                .cholesky()
+                .filter(|ch| well_conditioned(ch, &kkt))
+            {
+                Some(ch) => ch.solve(&rhs),
+                None => lstsq(&kkt, &rhs),
+            }
+        } else {
+            kkt.clone()
+                .lu()
+                .solve(&rhs)
+                .unwrap_or_else(|| lstsq(&kkt, &rhs))
         };
-        y.as_slice().to_vec()
+        (sol.as_slice()[..nf].to_vec(), sol.as_slice()[nf..].to_vec())
+    }
+
+    /// [`Self::target`] through the factor: y = (PᵀHP)⁻¹(Pᵀg − R_Wᵀμ) with
+    /// the reduced rows R_W = A_W P and S μ = R_W (PᵀHP)⁻¹ Pᵀg − b_W,
+    /// S = R_W (PᵀHP)⁻¹ R_Wᵀ; `None` if S is ill-conditioned.
+    fn schur(&self, wi: &[usize]) -> Option<(Vec<f64>, Vec<f64>)> {
+        let mut t = self.reduced_g();
+        self.factor.lower(&mut t);
+        let ys: Vec<Vec<f64>> = wi
+            .iter()
+            .map(|&k| {
+                let mut y = self.reduced_row(k);
+                self.factor.lower(&mut y);
+                y
+            })
+            .collect();
+        let dot = |x: &[f64], y: &[f64]| -> f64 { x.iter().zip(y).map(|(a, b)| a * b).sum() };
+        let nw = wi.len();
+        let mut mu = Vec::new();
+        if nw > 0 {
+            let sm = DMatrix::from_fn(nw, nw, |p, q| dot(&ys[p], &ys[q]));
+            let rhs = DVector::from_fn(nw, |p, _| dot(&ys[p], &t) - self.b[wi[p]]);
+            let ch = sm
+                .clone()
+                .cholesky()
+                .filter(|ch| well_conditioned(ch, &sm))?;
+            mu = ch.solve(&rhs).as_slice().to_vec();
+        }
+        for (y, m) in ys.iter().zip(&mu) {
+            t.iter_mut().zip(y).for_each(|(ti, yi)| *ti -= m * yi);
+        }
+        self.factor.upper(&mut t);
+        Some((t, mu))
+    }
+
+    /// General row k in the reduced coordinates: p_uᵀ a_k per free unit.
+    fn reduced_row(&self, k: usize) -> Vec<f64> {
+        self.factor
+            .order
+            .iter()
+            .map(|&u| self.column(u).map(|(p, w)| w * self.a[(k, p)]).sum())
+            .collect()
     }
 
     /// PᵀHP over the free units, in the factor's order.
     fn reduced_h(&self) -> DMatrix<f64> {
         let order = &self.factor.order;
-        let hp: Vec<DVector<f64>> = order.iter().map(|&u| self.h_column(u)).collect();
         DMatrix::from_fn(order.len(), order.len(), |r, c| {
-            self.column(order[r])
-                .map(|(q, w)| w * hp[c][q])
-                .sum::<f64>()
+            let hp = &self.hp[order[c]];
+            self.column(order[r]).map(|(q, w)| w * hp[q]).sum::<f64>()
         })
     }
 
-    /// The largest step in [0, 1] toward `y` keeping every unit ≥ 0 and
-    /// every free capped variable under its cap, and what blocks it.
+    /// The largest step in [0, 1] toward `y` keeping every unit ≥ 0, every
+    /// free capped variable under its cap and the general rows that are not
+    /// working, and what blocks it.
     fn step_length(&self, y: &[f64]) -> (f64, Option<Move>) {
         let order = &self.factor.order;
         let ymax = y.iter().fold(0.0f64, |m, v| m.max(v.abs()));
@@ -302,6 +439,27 @@ impl Capped<'_> {
                 if slack / -ds < alpha {
                     alpha = slack / -ds;
                     block = Some(Move::Cap(a));
+                }
+            }
+        }
+        for &u in order {
+            for &a in &self.members[u] {
+                dz[a] = self.cap(a) * dz[u];
+            }
+        }
+        for k in (0..self.b.len()).filter(|&k| !self.working[k]) {
+            let row = self.a.row(k);
+            let ap: f64 = dz.iter().zip(row.iter()).map(|(d, r)| d * r).sum();
+            if ap > TOL * (1.0 + self.b[k].abs()) {
+                let slack = self.b[k]
+                    - row
+                        .iter()
+                        .zip(self.z.iter())
+                        .map(|(r, z)| r * z)
+                        .sum::<f64>();
+                if slack.max(0.0) / ap < alpha {
+                    alpha = slack.max(0.0) / ap;
+                    block = Some(Move::Row(k));
                 }
             }
         }
@@ -334,20 +492,30 @@ impl Capped<'_> {
         0.5 * z.dot(&(self.h * z)) - self.g.dot(z)
     }
 
-    /// ∇ = Hz − g, over the nonzero entries of z.
-    fn gradient(&self) -> DVector<f64> {
+    /// The Lagrangian's gradient ∇ = Hz − g + Aᵀμ (Hz = Σ_u z_u H p_u over
+    /// the free units), and the objective ½zᵀHz − gᵀz = ½zᵀ(Hz − g) − ½gᵀz.
+    fn gradient(&self) -> (DVector<f64>, f64) {
         let mut grad = -self.g;
-        for (i, &zi) in self.z.iter().enumerate().filter(|(_, &zi)| zi != 0.0) {
-            grad.axpy(zi, &self.h.column(i), 1.0);
+        for &u in self.factor.order.iter().filter(|&&u| self.z[u] != 0.0) {
+            grad.axpy(self.z[u], &self.hp[u], 1.0);
         }
-        grad
+        let f = 0.5 * (self.z.dot(&grad) - self.g.dot(&self.z));
+        for (k, &m) in self.mu.iter().enumerate().filter(|(_, &m)| m != 0.0) {
+            grad.axpy(m, &self.a.row(k).transpose(), 1.0);
+        }
+        (grad, f)
     }
 
     /// The most violated optimality condition (see the module doc), if any
     /// is violated by more than the tolerance: `Bound(i)` releases variable
-    /// i (a master with its pulling dependents), `Cap(a)` loosens a tight cap.
+    /// i (a master with its pulling dependents), `Cap(a)` loosens a tight
+    /// cap, `Row(k)` releases a working row.
     fn worst(&self, grad: &DVector<f64>, barred: &[bool], gscale: f64) -> Option<Move> {
-        let mut best: Option<(f64, Move)> = None;
+        let n = self.z.len();
+        let mut best = (0..self.b.len())
+            .filter(|&k| self.working[k] && !barred[n + k] && self.mu[k] < -TOL * gscale)
+            .map(|k| (self.mu[k], Move::Row(k)))
+            .min_by(|x, y| x.0.total_cmp(&y.0));
         for i in (0..self.z.len()).filter(|&i| !barred[i]) {
             let candidate = match (self.state[i], self.caps[i]) {
                 (State::Tight, _) => Some((-grad[i], Move::Cap(i))),
@@ -377,10 +545,9 @@ impl Capped<'_> {
     }
 
     /// Frees variable i from its bound (a master with its pulling dependents).
-    fn release(&mut self, i: usize) {
+    fn release(&mut self, i: usize, grad: &DVector<f64>) {
         if self.caps[i].is_none() {
-            let grad = self.gradient();
-            let pull: Vec<usize> = self.pulling(i, &grad).collect();
+            let pull: Vec<usize> = self.pulling(i, grad).collect();
             for &a in &pull {
                 self.state[a] = State::Tight;
             }
@@ -408,6 +575,13 @@ impl Capped<'_> {
                 self.z[a] = 0.0;
             }
         }
+        // A working row left without free variables is implied by the
+        // bounds; keeping it would leave its multiplier undetermined.
+        for k in 0..self.b.len() {
+            if self.working[k] && self.reduced_row(k).iter().all(|&v| v == 0.0) {
+                self.working[k] = false;
+            }
+        }
     }
 
     /// The free variable a reached its cap: it joins its master's group.
@@ -422,8 +596,17 @@ impl Capped<'_> {
         self.state[a] = State::Tight;
         self.members[cap.master].push(a);
         self.z[a] = cap.c * self.z[cap.master];
-        self.factor.remove(cap.master);
-        self.push(cap.master);
+        self.regroup(cap.master, a, cap.c);
+    }
+
+    /// Re-enters master m after dependent a joined (`c` its cap) or left
+    /// (−c) its group: H p_m changes by c·H e_a, O(N) instead of a sum over
+    /// the whole group.
+    fn regroup(&mut self, m: usize, a: usize, c: f64) {
+        let mut hp = std::mem::replace(&mut self.hp[m], DVector::zeros(0));
+        hp.axpy(c, &self.h.column(a), 1.0);
+        self.factor.remove(m);
+        self.push_with(m, hp);
     }
 
     /// The tight cap of a has a negative multiplier: a leaves the group.
@@ -431,8 +614,7 @@ impl Capped<'_> {
         let Some(cap) = self.caps[a] else { return };
         self.members[cap.master].retain(|&x| x != a);
         self.state[a] = State::Free;
-        self.factor.remove(cap.master);
-        self.push(cap.master);
+        self.regroup(cap.master, a, -cap.c);
         self.push(a);
     }
 
@@ -441,17 +623,16 @@ impl Capped<'_> {
     /// if the result stays feasible and does not raise the objective.
     fn refine(&mut self) {
         let order = self.factor.order.clone();
-        let k = order.len();
-        if k == 0 {
+        if order.is_empty() {
             return;
         }
-        let hr = self.reduced_h();
-        let gr = DVector::from_vec(self.reduced_g());
-        let y = match hr.clone().cholesky().filter(|ch| well_conditioned(ch, &hr)) {
-            Some(ch) => ch.solve(&gr),
-            None => lstsq(&hr, &gr),
-        };
-        let scale = 1e-12 * (1.0 + y.amax());
+        // Fresh H p_u: the groups' cached columns were updated in place.
+        for &u in &order {
+            self.hp[u] = self.h_column(u);
+        }
+        let wi: Vec<usize> = (0..self.b.len()).filter(|&k| self.working[k]).collect();
+        let (y, mu_w) = self.dense(&wi, 0.0);
+        let scale = 1e-12 * (1.0 + y.iter().fold(0.0f64, |m, v| m.max(v.abs())));
         let mut cand = self.z.clone();
         for (t, &u) in order.iter().enumerate() {
             cand[u] = y[t].max(0.0);
@@ -462,17 +643,24 @@ impl Capped<'_> {
         let within_caps = order
             .iter()
             .all(|&a| self.caps[a].is_none_or(|cap| cand[a] <= cap.c * cand[cap.master] + scale));
-        if y.iter().all(|&v| v >= -scale && v.is_finite()) && within_caps {
-            for &a in &order {
-                if let Some(cap) = self.caps[a] {
-                    cand[a] = cand[a].min(cap.c * cand[cap.master]);
-                }
+        let within_rows = (self.a * &cand - &self.b).iter().all(|&v| v <= scale);
+        let finite = y.iter().chain(&mu_w).all(|v| v.is_finite());
+        if !(finite && within_caps && within_rows && y.iter().all(|&v| v >= -scale)) {
+            return;
+        }
+        for &a in &order {
+            if let Some(cap) = self.caps[a] {
+                cand[a] = cand[a].min(cap.c * cand[cap.master]);
             }
-            // An unbounded problem (a singular PᵀHP and g off its range)
-            // has no minimiser to refine to: the iterate, however large,
-            // stands unless the re-solve does at least as well.
-            if self.objective(&cand) <= self.objective(&self.z) {
-                self.z = cand;
+        }
+        // An unbounded problem (a singular PᵀHP and g off its range) has no
+        // minimiser to refine to: the iterate, however large, stands unless
+        // the re-solve does at least as well.
+        let f = self.objective(&self.z);
+        if self.objective(&cand) <= f + 1e-12 * (1.0 + f.abs()) {
+            self.z = cand;
+            for (t, &k) in wi.iter().enumerate() {
+                self.mu[k] = mu_w[t];
             }
         }
     }
@@ -490,11 +678,19 @@ mod tests {
         0.5 * z.dot(&(h * z)) - g.dot(z)
     }
 
-    /// A random instance shaped like a distance node's dual: variable 0
-    /// the master, `nc` capped variables, the rest uncapped; H a Gram
-    /// matrix of rank ≤ `rank` (so often singular), with duplicated columns,
-    /// and g in its range.
-    fn instance(rng: &mut ChaCha8Rng) -> (DMatrix<f64>, DVector<f64>, Vec<Option<Cap>>) {
+    /// A random capped QP: H a Gram matrix of rank ≤ `rank` (so often
+    /// singular), sometimes with duplicated columns, g in its range. Shaped
+    /// like a distance node's dual (one master, caps of any size) or like a
+    /// certificate's (several masters, caps 1, a budget row over them).
+    struct Instance {
+        h: DMatrix<f64>,
+        g: DVector<f64>,
+        caps: Vec<Option<Cap>>,
+        a: DMatrix<f64>,
+        b: DVector<f64>,
+    }
+
+    fn instance(rng: &mut ChaCha8Rng) -> Instance {
         let n = rng.gen_range(1..14);
         let rank = rng.gen_range(1..=n + 2);
         let mut m = DMatrix::from_fn(rank, n, |_, _| rng.gen_range(-1.0..1.0));
@@ -506,52 +702,75 @@ mod tests {
         // g in the range of H keeps the problem bounded: f ≥ −½‖f‖².
         let f = DVector::from_fn(rank, |_, _| rng.gen_range(-1.0..1.0));
         let g = m.transpose() * f;
-        let nc = rng.gen_range(0..n);
+        let masters = if rng.gen_bool(0.5) {
+            1
+        } else {
+            rng.gen_range(1..=n)
+        };
+        let nc = rng.gen_range(0..=n - masters);
         let caps = (0..n)
             .map(|a| {
-                (a >= 1 && a <= nc).then(|| Cap {
-                    master: 0,
-                    c: rng.gen_range(0.0..2.0),
+                (a >= masters && a < masters + nc).then(|| Cap {
+                    master: rng.gen_range(0..masters),
+                    c: if masters == 1 {
+                        rng.gen_range(0.0..2.0)
+                    } else {
+                        1.0
+                    },
                 })
             })
             .collect();
-        (h, g, caps)
+        let rows = usize::from(rng.gen_bool(0.5));
+        let a = DMatrix::from_fn(rows, n, |_, j| {
+            if j < masters {
+                rng.gen_range(0.0..1.0)
+            } else {
+                0.0
+            }
+        });
+        let b = DVector::from_fn(rows, |_, _| rng.gen_range(0.0..0.5));
+        Instance { h, g, caps, a, b }
     }
 
-    /// The same constraints as rows z_a − c z_m ≤ 0 for [`qp_nonneg`].
-    fn as_rows(caps: &[Option<Cap>]) -> DMatrix<f64> {
-        let capped: Vec<(usize, Cap)> = caps
+    /// The caps as rows z_a − c z_m ≤ 0 below the general rows, for [`qp_nonneg`].
+    fn as_rows(p: &Instance) -> (DMatrix<f64>, DVector<f64>) {
+        let capped: Vec<(usize, Cap)> = p
+            .caps
             .iter()
             .enumerate()
             .filter_map(|(a, c)| c.map(|c| (a, c)))
             .collect();
-        let mut a = DMatrix::zeros(capped.len(), caps.len());
+        let r0 = p.a.nrows();
+        let mut a = DMatrix::zeros(r0 + capped.len(), p.caps.len());
+        a.view_mut((0, 0), (r0, p.caps.len())).copy_from(&p.a);
         for (r, (i, cap)) in capped.iter().enumerate() {
-            a[(r, *i)] = 1.0;
-            a[(r, cap.master)] -= cap.c;
+            a[(r0 + r, *i)] = 1.0;
+            a[(r0 + r, cap.master)] -= cap.c;
         }
-        a
+        let mut b = DVector::zeros(a.nrows());
+        b.rows_mut(0, r0).copy_from(&p.b);
+        (a, b)
     }
 
-    /// The KKT residual of z: min ‖∇ + Σ π_a (e_a − c_a e_m) − Σ ν_i e_i‖
-    /// over π, ν ≥ 0 on the caps and bounds tight at z (within `tol`), by
-    /// Lawson–Hanson NNLS: 0 exactly when z is optimal (the problem is convex).
-    fn kkt_residual(
-        h: &DMatrix<f64>,
-        g: &DVector<f64>,
-        caps: &[Option<Cap>],
-        z: &DVector<f64>,
-        tol: f64,
-    ) -> f64 {
+    /// The KKT residual of z: min ‖∇ + Σ π_a (e_a − c_a e_m) + Σ μ_k a_k − Σ ν_i e_i‖
+    /// over π, μ, ν ≥ 0 on the caps, rows and bounds tight at z (within
+    /// `tol`), by Lawson–Hanson NNLS: 0 exactly when z is optimal (the
+    /// problem is convex).
+    fn kkt_residual(p: &Instance, z: &DVector<f64>, tol: f64) -> f64 {
         let n = z.len();
-        let grad = h * z - g;
+        let grad = &p.h * z - &p.g;
         let mut cols: Vec<DVector<f64>> = Vec::new();
-        for (a, cap) in caps.iter().enumerate() {
+        for (a, cap) in p.caps.iter().enumerate() {
             if let Some(cap) = cap.filter(|cap| z[a] >= cap.c * z[cap.master] - tol) {
                 let mut e = DVector::zeros(n);
                 e[a] = 1.0;
                 e[cap.master] -= cap.c;
                 cols.push(e);
+            }
+        }
+        for k in 0..p.b.len() {
+            if p.a.row(k).dot(&z.transpose()) >= p.b[k] - tol {
+                cols.push(p.a.row(k).transpose());
             }
         }
         for i in (0..n).filter(|&i| z[i] <= tol) {
@@ -567,6 +786,15 @@ mod tests {
         (&grad + e * u).norm()
     }
 
+    fn solve(p: &Instance, finish: Finish) -> CappedSolution {
+        let cons = Constraints {
+            caps: &p.caps,
+            a: &p.a,
+            b: &p.b,
+        };
+        qp_capped(&p.h, &p.g, &cons, finish, f64::NEG_INFINITY)
+    }
+
     #[test]
     fn aggregation_satisfies_kkt_and_matches_the_general_rows() {
         // Oracles: the KKT residual (independent of either method), and the
@@ -576,13 +804,13 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let mut compared = 0;
         for case in 0..2000 {
-            let (h, g, caps) = instance(&mut rng);
-            let a = as_rows(&caps);
-            let rows = qp_nonneg(&h, &g, &a, &DVector::zeros(a.nrows()));
-            let agg = qp_capped(&h, &g, &caps, Finish::Exact, f64::NEG_INFINITY);
+            let p = instance(&mut rng);
+            let (a, b) = as_rows(&p);
+            let rows = qp_nonneg(&p.h, &p.g, &a, &b);
+            let agg = solve(&p, Finish::Exact);
             assert!(agg.converged, "case {case}");
             assert!(agg.z.iter().all(|&v| v >= 0.0));
-            for (i, cap) in caps.iter().enumerate() {
+            for (i, cap) in p.caps.iter().enumerate() {
                 if let Some(cap) = cap {
                     assert!(
                         agg.z[i] <= cap.c * agg.z[cap.master],
@@ -590,17 +818,26 @@ mod tests {
                     );
                 }
             }
-            let scale = 1.0 + g.norm() * (1.0 + agg.z.norm());
-            let res = kkt_residual(&h, &g, &caps, &agg.z, 1e-10 * (1.0 + agg.z.amax()));
+            for k in 0..p.b.len() {
+                let used = p.a.row(k).dot(&agg.z.transpose());
+                assert!(
+                    used <= p.b[k] + 1e-11 * (1.0 + p.b[k]),
+                    "case {case}: row {k}"
+                );
+            }
+            let scale = 1.0 + p.g.norm() * (1.0 + agg.z.norm());
+            let res = kkt_residual(&p, &agg.z, 1e-10 * (1.0 + agg.z.amax()));
             assert!(res <= 1e-8 * scale, "case {case}: KKT residual {res}");
-            let (fa, fr) = (objective(&h, &g, &agg.z), objective(&h, &g, &rows.z));
+            let (fa, fr) = (
+                objective(&p.h, &p.g, &agg.z),
+                objective(&p.h, &p.g, &rows.z),
+            );
             assert!(fa <= fr + 1e-9 * scale, "case {case}: {fa} vs {fr}");
             if rows.converged {
                 compared += 1;
                 assert!((fa - fr).abs() <= 1e-9 * scale, "case {case}: {fa} vs {fr}");
             }
-            let fast = qp_capped(&h, &g, &caps, Finish::Fast, f64::NEG_INFINITY);
-            let ff = objective(&h, &g, &fast.z);
+            let ff = objective(&p.h, &p.g, &solve(&p, Finish::Fast).z);
             assert!(
                 (ff - fa).abs() <= 1e-9 * scale,
                 "case {case}: fast {ff} vs {fa}"
@@ -613,11 +850,38 @@ mod tests {
     fn a_tight_cap_carries_its_multiplier() {
         // min ½(z0² + z1²) − 2 z1 s.t. z1 ≤ z0: optimum z0 = z1 = 1, the cap's
         // multiplier π = 1 (∇_1 = z1 − 2 = −1 = −π).
-        let h = DMatrix::identity(2, 2);
-        let g = DVector::from_vec(vec![0.0, 2.0]);
-        let caps = [None, Some(Cap { master: 0, c: 1.0 })];
-        let s = qp_capped(&h, &g, &caps, Finish::Exact, f64::NEG_INFINITY);
+        let p = Instance {
+            h: DMatrix::identity(2, 2),
+            g: DVector::from_vec(vec![0.0, 2.0]),
+            caps: vec![None, Some(Cap { master: 0, c: 1.0 })],
+            a: DMatrix::zeros(0, 2),
+            b: DVector::zeros(0),
+        };
+        let s = solve(&p, Finish::Exact);
         assert!((s.z[0] - 1.0).abs() < 1e-14 && (s.z[1] - 1.0).abs() < 1e-14);
-        assert!((s.mu[1] - 1.0).abs() < 1e-14 && s.mu[0] == 0.0);
+        assert!((s.pi[1] - 1.0).abs() < 1e-14 && s.pi[0] == 0.0);
+    }
+
+    #[test]
+    fn a_binding_row_carries_its_multiplier() {
+        // The same with the row z0 ≤ 0.5: z0 = z1 = 0.5, π = 1.5, μ = 1
+        // (∇_0 = 0.5 − π + μ = 0).
+        let p = Instance {
+            h: DMatrix::identity(2, 2),
+            g: DVector::from_vec(vec![0.0, 2.0]),
+            caps: vec![None, Some(Cap { master: 0, c: 1.0 })],
+            a: DMatrix::from_row_slice(1, 2, &[1.0, 0.0]),
+            b: DVector::from_vec(vec![0.5]),
+        };
+        let s = solve(&p, Finish::Exact);
+        assert!(
+            (s.z[0] - 0.5).abs() < 1e-11 && (s.z[1] - 0.5).abs() < 1e-11,
+            "{:?}",
+            s.z
+        );
+        assert!(
+            (s.pi[1] - 1.5).abs() < 1e-11 && (s.mu[0] - 1.0).abs() < 1e-11,
+            "{s:?}"
+        );
     }
 }

@@ -4,12 +4,14 @@
 //!   minimise ½ zᵀ H z − gᵀ z   subject to   z ≥ 0,  A z ≤ b   (b ≥ 0)
 //! ```
 //!
-//! and Lawson–Hanson's least-distance program (LDP) on top of it.
+//! ([`qp_nonneg`]), its variant for rows that cap one variable by another
+//! ([`qp_capped`], what both certificates solve: see `capped`), and
+//! Lawson–Hanson's least-distance program (LDP).
 //!
 //! Why hand-written: the certificates need the *exact* active set (so that the
 //! multipliers are those of a vertex of the KKT system, not an interior-point
-//! approximation), and the problems are small and dense (n ≤ a few hundred)
-//! while their number is large (one per region in the distance search). The
+//! approximation), and the problems are small and dense (n ≤ a few thousand)
+//! while their number is large (one per node in the distance search). The
 //! method is Lawson–Hanson NNLS generalised to a few extra rows: bounds z_i ≥ 0
 //! are handled by elimination (variables at 0 drop out of the linear algebra),
 //! the general rows by a working set solved through the KKT system
@@ -31,21 +33,20 @@
 //! forward substitution) or leaves (deleting its row, then a stable
 //! rank-one update of the trailing block), O(|F|²) per iteration instead of
 //! O(|F|³). Working rows enter through their Schur complement
-//! A_W H_FF⁻¹ A_Wᵀ in [`qp_nonneg`]; [`qp_nonneg_with`] (the distance
-//! search), and any singular H_FF, factorise the ridged KKT system afresh
-//! instead. The end game re-solves the final
-//! working set without the ridge, through a fresh Cholesky factor and the
-//! rows' Schur complement A_W H_FF⁻¹ A_Wᵀ (SVD least squares if H_FF is
-//! singular). Rows that are tight at
-//! z = 0 make the method degenerate (it can cycle), so the right-hand sides
-//! are relaxed by 1e-12 relative: the returned z may exceed a row by that
-//! much, and callers repair it onto the exact rows. Callers certify their
-//! results independently of this solver (see `kkt` and `distance`).
+//! A_W H_FF⁻¹ A_Wᵀ; a singular H_FF or Schur complement makes the method
+//! factorise the ridged KKT system afresh instead. The end game re-solves
+//! the final working set without the ridge, through a fresh Cholesky factor
+//! and the rows' Schur complement (SVD least squares if H_FF is singular).
+//! Rows that are tight at z = 0 make the method degenerate (it can cycle),
+//! so the right-hand sides are relaxed by 1e-12 relative: the returned z
+//! may exceed a row by that much, and callers repair it onto the exact
+//! rows. Callers certify their results independently of these solvers (see
+//! `kkt` and `distance`).
 
 use nalgebra::{DMatrix, DVector};
 
 mod capped;
-pub use capped::{qp_capped, Cap};
+pub use capped::{qp_capped, Cap, CappedSolution, Constraints};
 
 /// Products below this many multiply-adds run on one thread.
 const PARALLEL_WORK: usize = 1 << 24;
@@ -164,21 +165,7 @@ pub fn qp_nonneg(
     a: &DMatrix<f64>,
     b: &DVector<f64>,
 ) -> QpSolution {
-    solve(h, g, a, b, Finish::Exact, true)
-}
-
-/// [`qp_nonneg`] with a choice of end game, and working rows always solved
-/// through the ridged KKT system: the distance search's node QPs, whose rows
-/// all start tight at 0, cycle through the exact Schur complement (1 of the
-/// test suite's 1714 degenerate nets did).
-pub fn qp_nonneg_with(
-    h: &DMatrix<f64>,
-    g: &DVector<f64>,
-    a: &DMatrix<f64>,
-    b: &DVector<f64>,
-    finish: Finish,
-) -> QpSolution {
-    solve(h, g, a, b, finish, false)
+    solve(h, g, a, b, Finish::Exact)
 }
 
 fn solve(
@@ -187,7 +174,6 @@ fn solve(
     a: &DMatrix<f64>,
     b: &DVector<f64>,
     finish: Finish,
-    schur: bool,
 ) -> QpSolution {
     let nv = h.nrows();
     let nr = a.nrows();
@@ -206,7 +192,7 @@ fn solve(
     // trust this solver).
     let shifted = b.map(|bk| bk + DEGENERACY_SHIFT * (1.0 + bk.abs()));
     let rows = sparse_rows(a);
-    let mut st = ActiveSet::new(nv, nr, ridge, schur);
+    let mut st = ActiveSet::new(nv, nr, ridge);
     let max_iter = 10 * (nv + nr) + 50;
     let (mut iterations, converged) = st.run(h, g, a, &rows, &shifted, gscale, max_iter);
     // Phase 2: from the phase-1 working set re-solved on the exact rows,
@@ -240,14 +226,11 @@ struct ActiveSet {
     working: Vec<bool>,
     /// The factor of the free variables (kept equal to `free`).
     factor: Factor,
-    /// Whether working rows may be solved through the factor.
-    schur: bool,
 }
 
 impl ActiveSet {
-    fn new(nv: usize, nr: usize, ridge: f64, schur: bool) -> Self {
+    fn new(nv: usize, nr: usize, ridge: f64) -> Self {
         Self {
-            schur,
             z: DVector::zeros(nv),
             mu: DVector::zeros(nr),
             free: vec![false; nv],
@@ -353,9 +336,8 @@ impl ActiveSet {
     }
 
     /// The equality-constrained subproblem on the free variables and the
-    /// working rows, through the updated factor when H_FF is well
-    /// conditioned and either no row is working or `schur` allows the rows'
-    /// Schur complement (itself well conditioned). Otherwise H_FF + ρI (and
+    /// working rows, through the updated factor and the rows' Schur
+    /// complement when both are well conditioned. Otherwise H_FF + ρI (and
     /// the KKT system, if rows are working) is factorised afresh: a Schur
     /// complement through a near-singular H_FF would lose every digit.
     fn subproblem(
@@ -366,7 +348,7 @@ impl ActiveSet {
         b: &DVector<f64>,
         wi: &[usize],
     ) -> (DVector<f64>, DVector<f64>) {
-        if (wi.is_empty() || self.schur) && self.factor.well_conditioned(h) {
+        if self.factor.well_conditioned(h) {
             if let Some(sol) = self.factor.solve(g, a, b, wi) {
                 return sol;
             }
@@ -977,11 +959,9 @@ mod tests {
     fn updated_factor_solutions_satisfy_kkt() {
         for seed in 0..2000 {
             let (h, g, a, b) = random_qp(seed);
-            for (what, s) in [
-                ("schur", qp_nonneg(&h, &g, &a, &b)),
-                ("exact", qp_nonneg_with(&h, &g, &a, &b, Finish::Exact)),
-                ("fast", qp_nonneg_with(&h, &g, &a, &b, Finish::Fast)),
-            ] {
+            let what = "qp_nonneg";
+            {
+                let s = qp_nonneg(&h, &g, &a, &b);
                 let scale = 1.0 + h.amax() + g.amax();
                 let res = kkt_residual(&h, &g, &a, &b, &s);
                 assert!(
