@@ -129,6 +129,8 @@ struct Search<'a> {
     s0: f64,
     u0: DVector<f64>,
     wnorm: &'a [f64],
+    /// ‖W‖_F of the searched network (the rounding bound of δ).
+    wfrob: f64,
     roles: Vec<Role>,
 }
 
@@ -372,14 +374,15 @@ impl Search<'_> {
         for (a, &cap) in caps.iter().enumerate() {
             z[a + 1] = z[a + 1].min(cap * z[0]);
         }
-        // δ = −Mᵀz = −Wᵀ(Cᵀz).
+        // δ = −Mᵀz = −Wᵀ(Cᵀz), and |C|ᵀz for its rounding error.
         let mut ctz = &gamma * z[0];
+        let mut abs_ctz = gamma.abs() * z[0];
         for (a, &(j, s)) in rows.iter().enumerate() {
             ctz[j] += s * z[a + 1];
+            abs_ctz[j] += s.abs() * z[a + 1];
         }
         let delta = -(self.net.w().transpose() * ctz);
-        let dual = -0.5 * delta.norm_squared() + rv.dot(&z);
-        let lb = (2.0 * dual.max(0.0)).sqrt();
+        let lb = self.dual_bound(&rv, &z, &delta, &abs_ctz);
         // Branch on the free hurting neuron whose chord is loosest at δ.
         let mut branch = None;
         let mut worst = 0.0;
@@ -393,6 +396,34 @@ impl Search<'_> {
             }
         }
         NodeSol { lb, delta, branch }
+    }
+
+    /// The lower bound a dual-feasible z proves, max over t ≥ 0 of the dual
+    /// at t·z, sqrt(2(t rᵀz − ½t²‖Mᵀz‖²)) = (rᵀz)₊/‖Mᵀz‖: free of z's
+    /// scale (a QP stopped far along an unbounded direction still gives a
+    /// meaningful bound) and safe against rounding, with rᵀz rounded down and
+    /// ‖Mᵀz‖ up by Higham's bound for sums, γ_N·Σ|terms| with
+    /// γ_N = N·ε/(1 − N·ε) (doubled for the two products behind δ, and
+    /// ‖|W|ᵀa‖ ≤ ‖W‖_F‖a‖).
+    fn dual_bound(
+        &self,
+        r: &DVector<f64>,
+        z: &DVector<f64>,
+        delta: &DVector<f64>,
+        abs_ctz: &DVector<f64>,
+    ) -> f64 {
+        let n = (z.len() + self.roles.len() + 2) as f64;
+        let g = n * f64::EPSILON / (1.0 - n * f64::EPSILON);
+        let rz = r.dot(z) - g * r.abs().dot(z);
+        if rz <= 0.0 {
+            return 0.0;
+        }
+        let norm = delta.norm() * (1.0 + g) + 2.0 * g * self.wfrob * abs_ctz.norm();
+        if norm > 0.0 {
+            rz / norm
+        } else {
+            f64::INFINITY
+        }
     }
 
     /// The node's certified lower bound, from relaxations on balls of
@@ -584,6 +615,7 @@ impl<'a> DistanceSolver<'a> {
             s0,
             u0: self.net.w() * x0r + self.net.b(),
             wnorm: &self.wnorm,
+            wfrob: self.net.w().norm(),
             roles,
         }
     }

@@ -219,6 +219,53 @@ fn one_dimensional_closed_form() {
 }
 
 #[test]
+fn wide_rank_one_nets_have_their_planted_optimum() {
+    // W = a eᵀ: N depends on x only through t = eᵀx, so the nearest flip is
+    // the first root along +e or −e (exact ray scans), however wide the net
+    // — 200 parallel hyperplanes, ~100 of them hurting, in 30 dimensions.
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    let (m, d) = (200, 30);
+    let mut exact = 0;
+    for case in 0..20 {
+        let e = DVector::from_fn(d, |_, _| rng.gen_range(-1.0..1.0)).normalize();
+        let a = DVector::from_fn(m, |_, _| rng.gen_range(-1.5..1.5));
+        let w = &a * e.transpose();
+        let b = DVector::from_fn(m, |_, _| rng.gen_range(-2.0..2.0));
+        let v = DVector::from_fn(m, |_, _| rng.gen_range(-1.0..1.0));
+        let net = Network::new(w, b, v).unwrap();
+        let x0 = DVector::from_fn(d, |_, _| rng.gen_range(-1.0..1.0));
+        let y = net.output(&x0).signum();
+        let want = [&e, &(-&e)]
+            .iter()
+            .filter_map(|dir| critical_radius(&net, &x0, y, &(-*dir * y)))
+            .min_by(f64::total_cmp);
+        let got = DistanceSolver::new(&net)
+            .distance(&x0, 0, y, &DistanceOptions::default())
+            .unwrap();
+        match want {
+            // With no flip anywhere the proof enumerates the hurting
+            // patterns, which caps it at MAX_ENUMERATED neurons: here it
+            // must say so rather than claim anything.
+            None => assert!(
+                got.status == Status::NoFlip
+                    || (got.status == Status::Bounded && got.upper.is_none()),
+                "case {case}: {got:?}"
+            ),
+            Some(w) => {
+                assert_eq!(got.status, Status::Exact, "case {case}: {got:?}");
+                let up = got.upper.unwrap();
+                assert!(
+                    (up - w).abs() <= 1e-9 * w.max(1.0),
+                    "case {case}: {w} vs {up}"
+                );
+                exact += 1;
+            }
+        }
+    }
+    assert!(exact >= 15, "only {exact} of 20 cases flip");
+}
+
+#[test]
 fn no_flip_is_proven_when_the_output_cannot_change_sign() {
     // All output weights positive and a neuron that is always active: N > 0 everywhere.
     let w = DMatrix::from_row_slice(2, 1, &[0.0, 1.0]);

@@ -202,9 +202,14 @@ impl Capped<'_> {
         let mut released: Option<Move> = None;
         for it in 0..max_iter {
             let wi: Vec<usize> = (0..self.b.len()).filter(|&k| self.working[k]).collect();
-            let (y, mu_w) = self.target(&wi);
+            let (y, mu_w, far) = self.target(&wi);
             let (alpha, block) = self.step_length(&y);
             let moved = self.advance(&y, alpha);
+            if far && block.is_none() {
+                // Nothing blocks a descent of zero curvature: the problem
+                // is unbounded below, and z (far along it) shows it.
+                return (it + 1, false);
+            }
             if moved > 1e-15 * (1.0 + self.z.amax()) {
                 barred.fill(false);
             } else if let Some(b) = block.filter(|b| Some(*b) == released) {
@@ -309,18 +314,78 @@ impl Capped<'_> {
     /// pivot keeps a fair share of its diagonal, else (numerically dependent
     /// columns, where updates lose every digit) through a fresh
     /// factorisation of the ridged system.
-    fn target(&self, wi: &[usize]) -> (Vec<f64>, Vec<f64>) {
+    fn target(&self, wi: &[usize]) -> (Vec<f64>, Vec<f64>, bool) {
         let order = &self.factor.order;
-        let conditioned = order.iter().enumerate().all(|(k, &u)| {
+        let clamped = order.iter().enumerate().position(|(k, &u)| {
             let p = self.factor.l[(k, k)].powi(2);
-            p > 1e-10 * self.diag[u] && p > 100.0 * self.factor.ridge
+            p <= 1e-10 * self.diag[u] || p <= 100.0 * self.factor.ridge
         });
-        if conditioned {
-            if let Some(sol) = self.schur(wi) {
-                return sol;
+        match clamped {
+            None => {
+                if let Some((y, mu)) = self.schur(wi) {
+                    return (y, mu, false);
+                }
             }
+            Some(k) if wi.is_empty() => {
+                if let Some((y, far)) = self.null_target(k) {
+                    return (y, Vec::new(), far);
+                }
+            }
+            Some(_) => {}
         }
-        self.dense(wi, self.factor.ridge)
+        let (y, mu) = self.dense(wi, self.factor.ridge);
+        (y, mu, false)
+    }
+
+    /// Where a free unit's column (nearly) depends on those freed before it
+    /// (the k-th pivot is clamped), PᵀHP is singular to working precision
+    /// and the face has a direction of (nearly) zero curvature
+    /// d = e_k − Σ_t c_t e_t, c = L₁₁⁻ᵀ l₂₁ (p_k's expansion in the earlier
+    /// units). A ridged solve would aim ~1/ρ away in a direction rounding
+    /// decides, and the variable just freed could block at once and be
+    /// barred, stalling short of the optimum. Instead the target is the
+    /// minimiser along d, t* = −∇ᵀPd / (Pd)ᵀH(Pd) (far away when the
+    /// curvature vanishes, flagged `true`: the ratio test then stops at the
+    /// block, or nothing blocks and the problem is unbounded); `None` when
+    /// the objective is flat along d to working precision.
+    fn null_target(&self, k: usize) -> Option<(Vec<f64>, bool)> {
+        let order = &self.factor.order;
+        let mut c: Vec<f64> = (0..k).map(|t| self.factor.l[(k, t)]).collect();
+        self.factor.upper(&mut c);
+        let mut d = vec![0.0; order.len()];
+        d[k] = 1.0;
+        for (t, ct) in c.iter().enumerate() {
+            d[t] = -ct;
+        }
+        // Pd and H(Pd) over the units.
+        let mut pd = DVector::zeros(self.z.len());
+        let mut hpd = DVector::zeros(self.z.len());
+        for (&u, &dt) in order.iter().zip(&d).filter(|(_, &dt)| dt != 0.0) {
+            for (p, w) in self.column(u) {
+                pd[p] += w * dt;
+            }
+            hpd.axpy(dt, &self.hp[u], 1.0);
+        }
+        if pd.amax() == 0.0 {
+            return None;
+        }
+        let (grad, _) = self.gradient();
+        let slope = grad.dot(&pd);
+        let curvature = pd.dot(&hpd).max(0.0);
+        // Flat to working precision (on a true null direction the slope is
+        // 0 whenever g lies in the range of H): a far step would only
+        // amplify rounding.
+        if slope.abs() <= 1e-10 * self.g.norm() * pd.norm() {
+            return None;
+        }
+        let far = 1e8 * (1.0 + self.z.amax()) / pd.amax();
+        let (t, is_far) = if curvature * far > slope.abs() {
+            (-slope / curvature, false)
+        } else {
+            (-slope.signum() * far, true)
+        };
+        let y = order.iter().zip(&d).map(|(&u, dt)| self.z[u] + t * dt);
+        Some((y.collect(), is_far))
     }
 
     /// The reduced KKT system with the working rows `wi`, ridge ρ on PᵀHP,
