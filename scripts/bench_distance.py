@@ -3,9 +3,12 @@
 
     python scripts/bench_distance.py [--points 20] [--scip-time-limit 300]
                                      [--widths 50,100,200,400] [--sweep-points 5]
+    python scripts/bench_distance.py --wide [--widths 200,400] [--time-limit 60]
 
 Nets on the `std` fixture: a GD-trained width-100 net, the width-10 robust
-net, and GD nets of the sweep widths. The peer is the exact MIQP
+net, and GD nets of the sweep widths. With --wide, GD nets of the given
+widths on a k=6, d=100, n=60 fixture (`gen --seed 1`, 6 test points, all
+certified). The peer is the exact MIQP
   min ||delta||^2  s.t.  s0 * sum_j v_j a_j <= 0,  a_j = ReLU(w_j.(x0+delta)+b_j)
 with the big-M ReLU encoding (binary z_j, bounds l_j, h_j of u_j over the
 ball of radius R = kktcert's certified upper bound), stable neurons fixed,
@@ -69,17 +72,20 @@ def scip_distance(W, b, v, x0, radius, time_limit):
     return val, secs, md.getStatus()
 
 
-def compare(net_path, label, points, scip_limit, tmp):
+def compare(net_path, label, points, scip_limit, tmp, fx, time_limit):
     out = os.path.join(tmp, f"{label}.json")
-    run("distance", "--net", net_path, "--data", os.path.join(FX, "test.safetensors"),
-        "--indices", f"0:{points}", "--threads", "1", "--fixture", FX, "--json", out)
+    run("distance", "--net", net_path, "--data", os.path.join(fx, "test.safetensors"),
+        "--indices", f"0:{points}", "--threads", "1", "--fixture", fx, "--json", out,
+        "--time-limit", str(time_limit))
     ours = json.load(open(out))["points"]
     net = load_file(net_path)
-    X = load_file(os.path.join(FX, "test.safetensors"))["X"]
+    X = load_file(os.path.join(fx, "test.safetensors"))["X"]
     rows = []
     for p in ours:
         x0 = X[p["index"]]
-        val, secs, status = scip_distance(net["W"], net["b"], net["v"], x0, p["upper"] * (1 + 1e-6), scip_limit)
+        val, secs, status = scip_distance(net["W"].astype(float), net["b"].astype(float),
+                                          net["v"].astype(float), x0.astype(float),
+                                          p["upper"] * (1 + 1e-6), scip_limit)
         rows.append((p["index"], p["upper"], p["status"], p["nodes"], p["seconds"], val, secs, status))
     return rows
 
@@ -90,25 +96,35 @@ def main():
     ap.add_argument("--scip-time-limit", type=float, default=300)
     ap.add_argument("--widths", default="50,100,200,400")
     ap.add_argument("--sweep-points", type=int, default=5)
+    ap.add_argument("--wide", action="store_true",
+                    help="GD nets of --widths on a k=6, d=100, n=60 fixture, all 6 test points")
+    ap.add_argument("--time-limit", type=float, default=60, help="kktcert seconds per point")
     a = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     tmp = tempfile.mkdtemp()
     nets = []
-    gd = os.path.join(tmp, "gd100.safetensors")
-    run("train", "--data", os.path.join(FX, "train.safetensors"), "--width", "100", "--out", gd)
-    robust = os.path.join(tmp, "robust.safetensors")
-    run("robust", "--fixture", FX, "--out", robust)
-    nets.append(("GD width 100", gd, a.points))
-    nets.append(("robust width 10", robust, a.points))
+    fx = FX
+    if a.wide:
+        fx = os.path.join(tmp, "wide")
+        run("gen", "--k", "6", "--d", "100", "--sigma", "1", "--n", "60", "--n-test", "6",
+            "--seed", "1", "--out", fx)
+    else:
+        gd = os.path.join(tmp, "gd100.safetensors")
+        run("train", "--data", os.path.join(fx, "train.safetensors"), "--width", "100", "--out", gd)
+        robust = os.path.join(tmp, "robust.safetensors")
+        run("robust", "--fixture", fx, "--out", robust)
+        nets.append(("GD width 100", gd, a.points))
+        nets.append(("robust width 10", robust, a.points))
     for w in [int(x) for x in a.widths.split(",") if x]:
         p = os.path.join(tmp, f"gd{w}.safetensors")
-        run("train", "--data", os.path.join(FX, "train.safetensors"), "--width", str(w), "--out", p)
-        nets.append((f"GD width {w} (sweep)", p, a.sweep_points))
+        run("train", "--data", os.path.join(fx, "train.safetensors"), "--width", str(w), "--out", p)
+        nets.append((f"GD width {w}" + ("" if a.wide else " (sweep)"), p,
+                     6 if a.wide else a.sweep_points))
     print("| net | points | kktcert median s | SCIP median s | ratio | kktcert exact | max rel. diff | kktcert nodes (median) |")
     print("|---|---|---|---|---|---|---|---|")
     detail = []
     for label, path, pts in nets:
-        rows = compare(path, label.split()[0] + label.split()[-1], pts, a.scip_time_limit, tmp)
+        rows = compare(path, label.replace(" ", "_"), pts, a.scip_time_limit, tmp, fx, a.time_limit)
         ours = statistics.median(r[4] for r in rows)
         theirs = statistics.median(r[6] for r in rows)
         exact = sum(r[2] == "exact" for r in rows)
