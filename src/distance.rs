@@ -60,7 +60,7 @@ pub struct DistanceOptions {
 impl Default for DistanceOptions {
     fn default() -> Self {
         Self {
-            max_nodes: 200_000,
+            max_nodes: 5_000_000,
             time_limit: Some(60.0),
             rel_gap: 1e-9,
         }
@@ -489,10 +489,46 @@ fn cut_max(wn: f64, along: f64, c: f64, r: f64) -> f64 {
     along * c + across * (r * r - c * c).max(0.0).sqrt()
 }
 
+/// The search tree, one record per node: its parent and the hurting neuron
+/// it fixed (the root fixes none). An open node costs 16 bytes, not an
+/// m-entry assignment, so millions of nodes fit in memory and the time
+/// limit, not the node limit, is what ends a long search.
+struct Tree {
+    nodes: Vec<(usize, u32, bool)>,
+}
+
+impl Tree {
+    const ROOT: usize = 0;
+
+    fn new() -> Self {
+        Self {
+            nodes: vec![(usize::MAX, u32::MAX, false)],
+        }
+    }
+
+    /// The child of `parent` with neuron j fixed (active or not).
+    fn child(&mut self, parent: usize, j: usize, active: bool) -> usize {
+        let j = u32::try_from(j).expect("a width fits in u32");
+        self.nodes.push((parent, j, active));
+        self.nodes.len() - 1
+    }
+
+    /// The states fixed along the path from the root to `node`.
+    fn assignment(&self, mut node: usize, m: usize) -> Assign {
+        let mut a = vec![None; m];
+        while node != Self::ROOT {
+            let (parent, j, active) = self.nodes[node];
+            a[j as usize] = Some(active);
+            node = parent;
+        }
+        a
+    }
+}
+
 /// Best-first queue entry (min-heap on the bound).
 struct Entry {
     lb: f64,
-    assign: Assign,
+    node: usize,
 }
 
 impl PartialEq for Entry {
@@ -739,10 +775,11 @@ impl<'a> DistanceSolver<'a> {
                 return Ok(res);
             }
         };
+        let mut tree = Tree::new();
         let mut heap = BinaryHeap::new();
         heap.push(Entry {
             lb: 0.0,
-            assign: vec![None; self.net.width()],
+            node: Tree::ROOT,
         });
         let mut lower = best.0;
         let mut stopped = None;
@@ -772,9 +809,10 @@ impl<'a> DistanceSolver<'a> {
             res.nodes += 1;
             // Internal nodes need only a valid bound; a node whose
             // relaxation is exact is re-solved accurately for its witness.
-            let (mut sol, radius) = s.bound(&e.assign, best.0, e.lb, tol);
+            let assign = tree.assignment(e.node, self.net.width());
+            let (mut sol, radius) = s.bound(&assign, best.0, e.lb, tol);
             if sol.branch.is_none() {
-                sol = s.solve(&e.assign, radius, 0.0, Finish::Exact);
+                sol = s.solve(&assign, radius, 0.0, Finish::Exact);
             }
             let lb = sol.lb.max(e.lb);
             if lb >= best.0 - tol {
@@ -789,7 +827,7 @@ impl<'a> DistanceSolver<'a> {
                         break;
                     }
                     let tight = s.verify(
-                        &s.solve(&e.assign, radius, rel * lb.max(1e-300), Finish::Exact)
+                        &s.solve(&assign, radius, rel * lb.max(1e-300), Finish::Exact)
                             .delta,
                     );
                     if tight
@@ -807,7 +845,7 @@ impl<'a> DistanceSolver<'a> {
                     }
                 }
                 if candidate.as_ref().is_none_or(|c| c.0 > lb + tol / 2.0) {
-                    if let Some(c) = self.toward_interior(&s, &e.assign, &sol.delta) {
+                    if let Some(c) = self.toward_interior(&s, &assign, &sol.delta) {
                         if candidate.as_ref().is_none_or(|old| c.0 < old.0) {
                             candidate = Some(c);
                         }
@@ -819,9 +857,8 @@ impl<'a> DistanceSolver<'a> {
             }
             if let Some(j) = sol.branch {
                 for state in [true, false] {
-                    let mut a = e.assign.clone();
-                    a[j] = Some(state);
-                    heap.push(Entry { lb, assign: a });
+                    let node = tree.child(e.node, j, state);
+                    heap.push(Entry { lb, node });
                 }
             } else {
                 // The relaxation is exact here: its optimum is this node's value.

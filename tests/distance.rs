@@ -390,6 +390,7 @@ fn degenerate_nets_end_exact() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000u64);
     let (bounded, wrong, checked) = degenerate_census(0..n);
+    eprintln!("degenerate census: {checked} checked, {bounded} bounded, {wrong} wrong");
     assert!(checked as f64 > 0.8 * n as f64, "{checked} of {n} checked");
     assert_eq!(wrong, 0, "{wrong} wrong of {checked}");
     assert_eq!(bounded, 0, "{bounded} bounded of {checked}");

@@ -238,6 +238,10 @@ impl Capped<'_> {
                         self.mu[k] = mu_w[t];
                     }
                     let (grad, f) = self.gradient();
+                    // Every move lowers f in exact arithmetic; a rise past
+                    // rounding (1e-8 relative: ill-conditioned faces lose
+                    // that much) means the reduced system lost its digits,
+                    // and the best iterate stands.
                     if f > best.0 + 1e-8 * (1.0 + best.0.abs()) {
                         self.z = best.1;
                         return (it + 1, false);
