@@ -525,6 +525,25 @@ impl Tree {
     }
 }
 
+/// What a branch-and-bound established: the incumbent (in the search's
+/// coordinates), the proven lower bound, and the limit that stopped it.
+struct Searched {
+    best: (f64, DVector<f64>),
+    lower: f64,
+    stopped: Option<String>,
+    nodes: usize,
+}
+
+/// The node or time limit, if reached (as the reason a search stopped).
+fn limit_reached(opts: &DistanceOptions, nodes: usize, t0: Instant) -> Option<String> {
+    if nodes >= opts.max_nodes {
+        return Some(format!("node limit {} reached", opts.max_nodes));
+    }
+    opts.time_limit
+        .filter(|&t| t0.elapsed().as_secs_f64() > t)
+        .map(|t| format!("time limit {t:.1}s reached"))
+}
+
 /// Best-first queue entry (min-heap on the bound).
 struct Entry {
     lb: f64,
@@ -760,7 +779,7 @@ impl<'a> DistanceSolver<'a> {
             Some(b) => Ok(Some(b)),
             None => self.complete_seed(&s),
         };
-        let mut best = match seeded {
+        let best = match seeded {
             Ok(Some(b)) => self.refine(&s, b),
             Ok(None) => {
                 res.status = Status::NoFlip;
@@ -775,6 +794,22 @@ impl<'a> DistanceSolver<'a> {
                 return Ok(res);
             }
         };
+        let searched = self.branch_and_bound(&s, best, opts, t0);
+        res.nodes = searched.nodes;
+        self.conclude(&s, x0, searched, opts, &mut res);
+        res.seconds = t0.elapsed().as_secs_f64();
+        Ok(res)
+    }
+
+    /// Best-first branch-and-bound from the incumbent `best` until the best
+    /// open bound reaches it or a limit stops the search.
+    fn branch_and_bound(
+        &self,
+        s: &Search,
+        mut best: (f64, DVector<f64>),
+        opts: &DistanceOptions,
+        t0: Instant,
+    ) -> Searched {
         let mut tree = Tree::new();
         let mut heap = BinaryHeap::new();
         heap.push(Entry {
@@ -783,6 +818,7 @@ impl<'a> DistanceSolver<'a> {
         });
         let mut lower = best.0;
         let mut stopped = None;
+        let mut nodes = 0;
         while let Some(e) = heap.pop() {
             let tol = opts.rel_gap * best.0.max(1.0);
             if e.lb >= best.0 - tol {
@@ -790,23 +826,12 @@ impl<'a> DistanceSolver<'a> {
                 heap.clear();
                 break;
             }
-            if res.nodes >= opts.max_nodes {
-                stopped = Some(format!("node limit {} reached", opts.max_nodes));
-            } else if opts
-                .time_limit
-                .is_some_and(|t| t0.elapsed().as_secs_f64() > t)
-            {
-                stopped = Some(format!(
-                    "time limit {:.1}s reached",
-                    opts.time_limit.unwrap_or(0.0)
-                ));
-            }
+            stopped = limit_reached(opts, nodes, t0);
             if stopped.is_some() {
-                lower = lower.min(e.lb);
                 heap.push(e);
                 break;
             }
-            res.nodes += 1;
+            nodes += 1;
             // Internal nodes need only a valid bound; a node whose
             // relaxation is exact is re-solved accurately for its witness.
             let assign = tree.assignment(e.node, self.net.width());
@@ -821,39 +846,10 @@ impl<'a> DistanceSolver<'a> {
             }
             let mut candidate = s.verify(&sol.delta);
             if sol.branch.is_none() {
-                // The optimum touches the boundary: tighten to get inside it.
-                for rel in [1e-12, 1e-11, 1e-10] {
-                    if candidate.as_ref().is_some_and(|c| c.0 <= lb + tol / 2.0) {
-                        break;
-                    }
-                    let tight = s.verify(
-                        &s.solve(&assign, radius, rel * lb.max(1e-300), Finish::Exact)
-                            .delta,
-                    );
-                    if tight
-                        .as_ref()
-                        .is_some_and(|t| candidate.as_ref().is_none_or(|c| t.0 < c.0))
-                    {
-                        candidate = tight;
-                    }
-                }
-                if candidate.as_ref().is_none_or(|c| c.0 > lb + tol / 2.0) {
-                    if let Some(c) = self.region_witness(&s, &sol.delta, lb) {
-                        if candidate.as_ref().is_none_or(|old| c.0 < old.0) {
-                            candidate = Some(c);
-                        }
-                    }
-                }
-                if candidate.as_ref().is_none_or(|c| c.0 > lb + tol / 2.0) {
-                    if let Some(c) = self.toward_interior(&s, &assign, &sol.delta) {
-                        if candidate.as_ref().is_none_or(|old| c.0 < old.0) {
-                            candidate = Some(c);
-                        }
-                    }
-                }
+                candidate = self.leaf_witness(s, &assign, &sol.delta, radius, lb, tol, candidate);
             }
             if let Some(c) = candidate.filter(|c| c.0 < best.0) {
-                best = self.refine(&s, c);
+                best = self.refine(s, c);
             }
             if let Some(j) = sol.branch {
                 for state in [true, false] {
@@ -868,13 +864,70 @@ impl<'a> DistanceSolver<'a> {
         if let Some(top) = heap.peek() {
             lower = lower.min(top.lb);
         }
-        let lifted = s.lift(&best.1);
-        let confirmed = self.confirm(&s, x0, &lifted);
-        best = confirmed
+        Searched {
+            best,
+            lower,
+            stopped,
+            nodes,
+        }
+    }
+
+    /// A verified flip near the optimum δ (bound `lb`) of a node whose
+    /// relaxation is exact: the optimum touches the boundary, so rounding
+    /// can put δ on the wrong side. Tries the rows tightened by 1e-12..1e-10
+    /// relative, the region's LDP, then the segment toward the piece's
+    /// interior, keeping the nearest verified point (`candidate` to start).
+    #[allow(clippy::too_many_arguments)]
+    fn leaf_witness(
+        &self,
+        s: &Search,
+        assign: &Assign,
+        delta: &DVector<f64>,
+        radius: f64,
+        lb: f64,
+        tol: f64,
+        mut candidate: Option<(f64, DVector<f64>)>,
+    ) -> Option<(f64, DVector<f64>)> {
+        let near =
+            |c: &Option<(f64, DVector<f64>)>| c.as_ref().is_some_and(|c| c.0 <= lb + tol / 2.0);
+        let keep = |candidate: &mut Option<(f64, DVector<f64>)>, c: Option<(f64, DVector<f64>)>| {
+            if let Some(c) = c.filter(|c| candidate.as_ref().is_none_or(|old| c.0 < old.0)) {
+                *candidate = Some(c);
+            }
+        };
+        for rel in [1e-12, 1e-11, 1e-10] {
+            if near(&candidate) {
+                return candidate;
+            }
+            let tight = s.solve(assign, radius, rel * lb.max(1e-300), Finish::Exact);
+            keep(&mut candidate, s.verify(&tight.delta));
+        }
+        if !near(&candidate) {
+            keep(&mut candidate, self.region_witness(s, delta, lb));
+        }
+        if !near(&candidate) {
+            keep(&mut candidate, self.toward_interior(s, assign, delta));
+        }
+        candidate
+    }
+
+    /// The result from a finished search: the witness confirmed on the
+    /// network as given, the bracket, and whether it is exact.
+    fn conclude(
+        &self,
+        s: &Search,
+        x0: &DVector<f64>,
+        searched: Searched,
+        opts: &DistanceOptions,
+        res: &mut PointDistance,
+    ) {
+        let lifted = s.lift(&searched.best.1);
+        let confirmed = self.confirm(s, x0, &lifted);
+        let best = confirmed
             .clone()
             .unwrap_or_else(|| ((&lifted - x0).norm(), lifted));
         let upper = best.0;
-        let lower = lower.min(upper);
+        let lower = searched.lower.min(upper);
         res.unstable_hurting = (0..self.net.width())
             .filter(|&j| {
                 s.roles[j] == Role::Hurt && {
@@ -893,19 +946,15 @@ impl<'a> DistanceSolver<'a> {
         } else {
             Status::Bounded
         };
-        res.reason = if exact {
-            None
-        } else {
-            Some(stopped.unwrap_or_else(|| {
+        res.reason = (!exact).then(|| {
+            searched.stopped.unwrap_or_else(|| {
                 if confirmed.is_some() {
                     "gap not closed".into()
                 } else {
                     "the witness flips the merged network but a forward pass of the original did not confirm it".into()
                 }
-            }))
-        };
-        res.seconds = t0.elapsed().as_secs_f64();
-        Ok(res)
+            })
+        });
     }
 
     /// The witness `x` (in input space) confirmed by a fresh forward pass of
