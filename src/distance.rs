@@ -137,6 +137,19 @@ struct Search<'a> {
 /// A hurting neuron's state in a node: `None` free, `Some(true)` active.
 type Assign = Vec<Option<bool>>;
 
+/// A node's convex relaxation on a ball: the ranges and effective states
+/// of the neurons, the output row (γ, h0) scaled by 1/κ, the unit rows
+/// (helping first, then fixed: (neuron, sign/‖w_j‖)) and the helping rows'
+/// caps.
+struct Relaxation {
+    ranges: Vec<(f64, f64)>,
+    eff: Assign,
+    gamma: DVector<f64>,
+    h0: f64,
+    rows: Vec<(usize, f64)>,
+    caps: Vec<f64>,
+}
+
 /// A solved node.
 struct NodeSol {
     lb: f64,
@@ -248,19 +261,60 @@ impl Search<'_> {
     /// tiny positive value to get a strictly flipped witness at a leaf whose
     /// optimum sits exactly on the boundary).
     fn solve(&self, assign: &Assign, r: f64, tighten: f64, finish: Finish) -> NodeSol {
-        let m = self.roles.len();
-        let Some(ranges) = self.ranges(assign, r) else {
+        let Some(rel) = self.relaxation(assign, r) else {
             return NodeSol {
                 lb: f64::INFINITY,
                 delta: DVector::zeros(self.x0.len()),
                 branch: None,
             };
         };
+        let (hm, rv, qcaps) = self.dual_qp(&rel, tighten);
+        // A bound search needs only to know whether the bound reaches r:
+        // the dual value ½r² (objective −½r²) settles it.
+        let floor = match finish {
+            Finish::Fast => -0.5 * r * r * (1.0 + 1e-9),
+            Finish::Exact => f64::NEG_INFINITY,
+        };
+        let k = rv.len();
+        let cons = Constraints {
+            caps: &qcaps,
+            a: &DMatrix::zeros(0, k),
+            b: &DVector::zeros(0),
+        };
+        let mut z = qp_capped(&hm, &rv, &cons, finish, floor).z;
+        for (a, cap) in qcaps.iter().enumerate() {
+            if let Some(cap) = cap {
+                z[a] = z[a].min(cap.c * z[cap.master]);
+            }
+        }
+        // δ = −Mᵀz = −Wᵀ(Cᵀz), and |C|ᵀz for its rounding error.
+        let mut ctz = &rel.gamma * z[0];
+        let mut abs_ctz = rel.gamma.abs() * z[0];
+        for (a, &(j, s)) in rel.rows.iter().enumerate() {
+            ctz[j] += s * z[a + 1];
+            abs_ctz[j] += s.abs() * z[a + 1];
+        }
+        let delta = -(self.net.w().transpose() * ctz);
+        let lb = self.dual_bound(&rv, &z, &delta, &abs_ctz);
+        let branch = self.loosest_chord(&rel, &delta);
+        NodeSol { lb, delta, branch }
+    }
+
+    /// The node's convex relaxation on the ball of radius `r`, or `None`
+    /// when no point of the node flips within it. Rows are scaled for
+    /// conditioning: the output row by 1/κ (κ the largest |v_j|), helping
+    /// and sign rows to unit normals. A helping row's dual variable is then
+    /// capped by α_j ≤ (|v_j|‖w_j‖/κ)·μ0: the coefficient sits in the cap,
+    /// not in the Gram matrix, so a neuron with a tiny |v_j| (a nearly
+    /// cancelled pair) does not make the QP ill-conditioned.
+    fn relaxation(&self, assign: &Assign, r: f64) -> Option<Relaxation> {
+        let m = self.roles.len();
+        let ranges = self.ranges(assign, r)?;
         let eff = self.effective(assign, &ranges);
         // Output row: coefficients γ over neurons (g = Wᵀγ) and constant h0.
         let mut gamma = DVector::zeros(m);
         let mut h0 = 0.0;
-        // Unit rows: (neuron, sign s, constant) meaning s·(w_jᵀδ + u_j0) ≤ … .
+        // Unit rows: (neuron, sign s) meaning s·(w_jᵀδ + u_j0) ≤ … .
         let mut help = Vec::new();
         let mut fixed = Vec::new();
         for j in 0..m {
@@ -274,11 +328,7 @@ impl Search<'_> {
                 continue;
             }
             match (self.roles[j], eff[j]) {
-                (Role::Help, _) => {
-                    if ranges[j].1 > 0.0 {
-                        help.push(j);
-                    }
-                }
+                (Role::Help, _) if ranges[j].1 > 0.0 => help.push(j),
                 (Role::Hurt, Some(true)) => {
                     gamma[j] -= a;
                     h0 -= a * self.u0[j];
@@ -291,43 +341,49 @@ impl Search<'_> {
                     gamma[j] -= a * slope;
                     h0 -= a * slope * (self.u0[j] - l);
                 }
-                (Role::Idle, _) => {}
+                _ => {}
             }
         }
         if h0 > 0.0 && gamma.iter().all(|&g| g == 0.0) {
             // The output row reads Σ c_j t_j + h0 ≤ 0 with t ≥ 0 and h0 > 0
             // (a positive constant neuron, nothing hurting left active): no
-            // δ flips this piece. Its dual is unbounded, which the QP cannot
-            // report, so the node is closed here with an infinite bound.
-            return NodeSol {
-                lb: f64::INFINITY,
-                delta: DVector::zeros(self.x0.len()),
-                branch: None,
-            };
+            // δ flips this piece.
+            return None;
         }
-        // Rows: 0 = output, then helping (w_j, u_j0), then fixed (s·w_j, s·u_j0).
-        // Rows are scaled for conditioning: the output row by 1/κ (κ the
-        // largest |v_j|), helping and sign rows to unit normals. A helping
-        // row's dual variable is then bounded by α_j ≤ (|v_j|‖w_j‖/κ)·μ0: the
-        // coefficient sits in the constraint, not in the Gram matrix, so a
-        // neuron with a tiny |v_j| (a nearly cancelled pair) does not make
-        // the QP ill-conditioned.
         let kappa = self.net.v().amax();
-        gamma /= kappa;
-        h0 /= kappa;
-        let caps: Vec<f64> = help
+        let caps = help
             .iter()
             .map(|&j| self.net.v()[j].abs() / kappa / self.unit(j))
             .collect();
-        let rows: Vec<(usize, f64)> = help
+        let rows = help
             .iter()
             .map(|&j| (j, self.unit(j)))
-            .chain(fixed.iter().copied())
+            .chain(fixed)
             .collect();
+        Some(Relaxation {
+            ranges,
+            eff,
+            gamma: gamma / kappa,
+            h0: h0 / kappa,
+            rows,
+            caps,
+        })
+    }
+
+    /// The dual QP of a relaxation: the Gram matrix of its rows M (through
+    /// W Wᵀ), their constants r (sign rows tightened by `tighten` times
+    /// their norm), and the helping rows' caps on μ0. Rows: 0 = output, then
+    /// helping (w_j, u_j0), then fixed (s·w_j, s·u_j0).
+    fn dual_qp(
+        &self,
+        rel: &Relaxation,
+        tighten: f64,
+    ) -> (DMatrix<f64>, DVector<f64>, Vec<Option<Cap>>) {
+        let rows = &rel.rows;
         let k = 1 + rows.len();
-        let kg = self.kmat * &gamma;
+        let kg = self.kmat * &rel.gamma;
         let mut hm = DMatrix::zeros(k, k);
-        hm[(0, 0)] = gamma.dot(&kg);
+        hm[(0, 0)] = rel.gamma.dot(&kg);
         for (a, &(j, s)) in rows.iter().enumerate() {
             hm[(0, a + 1)] = s * kg[j];
             hm[(a + 1, 0)] = s * kg[j];
@@ -335,53 +391,31 @@ impl Search<'_> {
                 hm[(a + 1, b + 1)] = s * t * self.kmat[(j, l)];
             }
         }
-        let mut rv = DVector::zeros(k);
-        rv[0] = h0;
-        for (a, &(j, s)) in rows.iter().enumerate() {
-            rv[a + 1] = s * self.u0[j];
-        }
         // Tightening the sign rows (not the output row) moves the optimum
         // strictly inside its piece; the helping rows t_j ≥ u_j + η then make
         // the true output strictly below the relaxed one, or exactly 0 where
         // every helping neuron is off.
-        for a in 1..k {
-            rv[a] += tighten * hm[(a, a)].sqrt();
-        }
-        // α_j ≤ cap_j μ0 for the helping rows.
-        let qcaps: Vec<Option<Cap>> = std::iter::once(None)
-            .chain(caps.iter().map(|&c| Some(Cap { master: 0, c })))
-            .chain(fixed.iter().map(|_| None))
-            .collect();
-        // A bound search needs only to know whether the bound reaches r:
-        // the dual value ½r² (objective −½r²) settles it.
-        let floor = match finish {
-            Finish::Fast => -0.5 * r * r * (1.0 + 1e-9),
-            Finish::Exact => f64::NEG_INFINITY,
-        };
-        let cons = Constraints {
-            caps: &qcaps,
-            a: &DMatrix::zeros(0, k),
-            b: &DVector::zeros(0),
-        };
-        let sol = qp_capped(&hm, &rv, &cons, finish, floor);
-        let mut z = sol.z;
-        for (a, &cap) in caps.iter().enumerate() {
-            z[a + 1] = z[a + 1].min(cap * z[0]);
-        }
-        // δ = −Mᵀz = −Wᵀ(Cᵀz), and |C|ᵀz for its rounding error.
-        let mut ctz = &gamma * z[0];
-        let mut abs_ctz = gamma.abs() * z[0];
+        let mut rv = DVector::zeros(k);
+        rv[0] = rel.h0;
         for (a, &(j, s)) in rows.iter().enumerate() {
-            ctz[j] += s * z[a + 1];
-            abs_ctz[j] += s.abs() * z[a + 1];
+            rv[a + 1] = s * self.u0[j] + tighten * hm[(a + 1, a + 1)].sqrt();
         }
-        let delta = -(self.net.w().transpose() * ctz);
-        let lb = self.dual_bound(&rv, &z, &delta, &abs_ctz);
-        // Branch on the free hurting neuron whose chord is loosest at δ.
+        let caps = std::iter::once(None)
+            .chain(rel.caps.iter().map(|&c| Some(Cap { master: 0, c })))
+            .chain((rel.caps.len()..rows.len()).map(|_| None))
+            .collect();
+        (hm, rv, caps)
+    }
+
+    /// The free hurting neuron whose chord is loosest at δ (the branching
+    /// choice), if any chord is loose there.
+    fn loosest_chord(&self, rel: &Relaxation, delta: &DVector<f64>) -> Option<usize> {
         let mut branch = None;
         let mut worst = 0.0;
-        for j in (0..m).filter(|&j| self.roles[j] == Role::Hurt && eff[j].is_none()) {
-            let (l, h) = ranges[j];
+        for j in
+            (0..self.roles.len()).filter(|&j| self.roles[j] == Role::Hurt && rel.eff[j].is_none())
+        {
+            let (l, h) = rel.ranges[j];
             let u = self.u0[j] + self.net.w().row(j).dot(&delta.transpose());
             let gap = self.net.v()[j].abs() * (h * (u - l) / (h - l) - relu(u));
             if gap > worst {
@@ -389,7 +423,7 @@ impl Search<'_> {
                 branch = Some(j);
             }
         }
-        NodeSol { lb, delta, branch }
+        branch
     }
 
     /// The lower bound a dual-feasible z proves, max over t ≥ 0 of the dual
