@@ -281,7 +281,7 @@ impl Search<'_> {
             a: &DMatrix::zeros(0, k),
             b: &DVector::zeros(0),
         };
-        let mut z = qp_capped(&hm, &rv, &cons, finish, floor).z;
+        let mut z = qp_capped(&hm, &rv, &cons, finish, floor, &[]).z;
         for (a, cap) in qcaps.iter().enumerate() {
             if let Some(cap) = cap {
                 z[a] = z[a].min(cap.c * z[cap.master]);

@@ -20,7 +20,7 @@
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::kkt::{certify, Certificate, CertifyOptions, Norm, Verdict};
+use crate::kkt::{certify, Certificate, CertifyOptions, Norm, Verdict, WarmStart};
 use crate::lbfgs::minimize;
 use crate::net::{median_sorted, Activation, Network};
 use crate::span::Span;
@@ -225,12 +225,19 @@ impl Lagrangian<'_> {
     }
 }
 
-/// The ℓ2 certificate of `net` (rescaled inside) with the polish's options.
-fn judge(net: &Network, data: &Dataset, opts: &PolishOptions) -> Result<Certificate> {
+/// The ℓ2 certificate of `net` (rescaled inside) with the polish's options,
+/// warm-started from a nearby net's support if given.
+fn judge(
+    net: &Network,
+    data: &Dataset,
+    opts: &PolishOptions,
+    warm: Option<WarmStart>,
+) -> Result<Certificate> {
     let copts = CertifyOptions {
         tol: opts.tol,
         delta_rel: Some(opts.tol),
         act_tol: opts.act_tol,
+        warm,
         ..CertifyOptions::default()
     };
     certify(net, data, Norm::L2, &copts)
@@ -255,7 +262,7 @@ pub fn polish(
             "cannot polish: the network has no live neuron".into(),
         ));
     }
-    let start_cert = judge(&start, train, opts)?;
+    let start_cert = judge(&start, train, opts, None)?;
     if start_cert.verdict == Verdict::Kkt && opts.mode == PolishMode::Near {
         // Already a certified KKT point: the nearest one is itself.
         let movement = movement(&start, &start, 0.0, train, test);
@@ -308,9 +315,13 @@ pub fn polish(
     };
     // The ReLU net of reduced parameters θ at the stage's κ, and its
     // certificate.
-    let judged = |lag: &Lagrangian, theta: &DVector<f64>| {
+    let warm = std::cell::Cell::new(Some(start_cert.warm_start()));
+    let judged = |lag: &Lagrangian, theta: &DVector<f64>| -> Result<(Network, Certificate)> {
         let relu_net = full(&lag.net(theta), lag.kappa);
-        judge(&relu_net, train, opts).map(|cert| (relu_net, cert))
+        // Consecutive certificates share most of their support.
+        let cert = judge(&relu_net, train, opts, warm.take())?;
+        warm.set(Some(cert.warm_start()));
+        Ok((relu_net, cert))
     };
     let theta0 = flat(&reduced);
     let (m, d) = (reduced.width(), reduced.dim());

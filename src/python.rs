@@ -118,6 +118,7 @@ fn certify_json(
         delta_rel: delta,
         act_tol,
         method: method.parse().map_err(value_error)?,
+        warm: None,
     };
     py.detach(|| {
         net.check_dim(&data)?;

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use kktcert::data::Dataset;
-use kktcert::kkt::{certify, CertifyOptions, Method, Norm, Verdict};
+use kktcert::kkt::{certify, CertifyOptions, Method, Norm, Verdict, WarmStart};
 use kktcert::net::Network;
 use kktcert::train::{train, TrainConfig};
 use nalgebra::{DMatrix, DVector};
@@ -165,7 +165,9 @@ fn certified_bracket_properties() {
 
 /// The working set (from 2 points, so it must generate columns and pairs)
 /// returns the full Gram's bracket to 1e-9 relative, in both norms, with and
-/// without the complementarity row, with many ambiguous pairs (τ = 0.05).
+/// without the complementarity row, with many ambiguous pairs (τ = 0.05);
+/// so does the full Gram warm-started from its own support or from every
+/// point and pair (a hint never changes the bracket).
 fn working_set_matches_full(seed: u64) -> TestResult {
     let Some((net, data)) = small_case(seed) else {
         return TestResult::discard();
@@ -195,6 +197,28 @@ fn working_set_matches_full(seed: u64) -> TestResult {
         let ws = with(Method::WorkingSet { initial: 2 }).unwrap();
         let stats = ws.working_set.as_ref().unwrap();
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * full.upper.max(1e-12);
+        let everything = WarmStart {
+            points: (0..data.n()).collect(),
+            pairs: full
+                .ambiguous_pairs
+                .iter()
+                .map(|p| (p.sample, p.neuron))
+                .collect(),
+        };
+        for warm in [full.warm_start(), everything] {
+            let warmed = certify(
+                &net,
+                &data,
+                norm,
+                &CertifyOptions {
+                    method: Method::Full,
+                    warm: Some(warm),
+                    ..base.clone()
+                },
+            )
+            .unwrap();
+            ok &= close(full.upper, warmed.upper) && close(full.lower, warmed.lower);
+        }
         let agree = close(full.upper, ws.upper) && close(full.lower, ws.lower);
         if !agree || !stats.converged {
             eprintln!(

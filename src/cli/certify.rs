@@ -71,6 +71,7 @@ impl CertArgs {
             delta_rel,
             act_tol: self.act_tol,
             method: self.method,
+            warm: None,
         };
         Ok((norms, opts))
     }

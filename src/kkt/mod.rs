@@ -57,6 +57,19 @@ pub struct CertifyOptions {
     pub act_tol: f64,
     /// How the ℓ2/ℓ∞ problem is solved over the points.
     pub method: Method,
+    /// Variables the ℓ2 solve frees first (from a nearby net's certificate).
+    pub warm: Option<WarmStart>,
+}
+
+/// Points and ambiguous pairs expected to carry weight (the support of a
+/// nearby net's certificate, as the polish's consecutive certificates are):
+/// the full-Gram ℓ2 solve frees them before its first step instead of one
+/// per iteration. Any hint is safe; the bracket does not depend on it.
+#[derive(Clone, Debug, Default)]
+pub struct WarmStart {
+    pub points: Vec<usize>,
+    /// (sample, neuron) of ambiguous pairs with γ > 0.
+    pub pairs: Vec<(usize, usize)>,
 }
 
 /// How the certificate problem is solved over the training points. Both
@@ -112,6 +125,7 @@ impl Default for CertifyOptions {
             delta_rel: Some(1e-4),
             act_tol: 1e-6,
             method: Method::Auto,
+            warm: None,
         }
     }
 }
@@ -183,6 +197,20 @@ pub struct Certificate {
 }
 
 impl Certificate {
+    /// The support and the weighted ambiguous pairs, to warm-start the
+    /// certificate of a nearby net.
+    pub fn warm_start(&self) -> WarmStart {
+        WarmStart {
+            points: self.support.iter().map(|s| s.index).collect(),
+            pairs: self
+                .ambiguous_pairs
+                .iter()
+                .filter(|p| p.s > 0.0)
+                .map(|p| (p.sample, p.neuron))
+                .collect(),
+        }
+    }
+
     /// `net` rescaled by this certificate's factor (min-margin 1).
     pub fn scale_net(&self, net: &Network) -> Network {
         net.scaled(self.scale)

@@ -161,6 +161,8 @@ pub struct KktSystem<'a> {
     /// right-hand side 0 and are applied structurally.
     budget: Option<f64>,
     delta_rel: Option<f64>,
+    /// Variables the ℓ2 solve frees first (the warm start's, if any).
+    start: Vec<usize>,
 }
 
 impl<'a> KktSystem<'a> {
@@ -203,6 +205,11 @@ impl<'a> KktSystem<'a> {
         let margins = margins_of(&u, hat.v(), &y);
         let c = DVector::from_iterator(n, margins.iter().map(|q| (q - 1.0).max(0.0)));
         let budget = delta_rel.map(|dr| dr * 0.5 * hat.norm_sq());
+        let start = opts.warm.as_ref().map_or_else(Vec::new, |w| {
+            let pairs = w.pairs.iter().filter_map(|p| amb.binary_search(p).ok());
+            let points = w.points.iter().copied().filter(|&i| i < n);
+            points.chain(pairs.map(|t| n + t)).collect()
+        });
         Ok(Self {
             theta: Params::of(&hat),
             x: Cow::Borrowed(x),
@@ -216,6 +223,7 @@ impl<'a> KktSystem<'a> {
             scale,
             budget,
             delta_rel,
+            start,
         })
     }
 
@@ -249,6 +257,7 @@ impl<'a> KktSystem<'a> {
             scale: self.scale,
             budget: self.budget,
             delta_rel: self.delta_rel,
+            start: Vec::new(),
         };
         (sub, map.collect())
     }
@@ -593,7 +602,7 @@ impl<'a> KktSystem<'a> {
             b: &b,
         };
         let (g, _) = self.adjoint(&self.theta);
-        let sol = qp_capped(h, &g, &cons, Finish::Exact, f64::NEG_INFINITY);
+        let sol = qp_capped(h, &g, &cons, Finish::Exact, f64::NEG_INFINITY, &self.start);
         let mu = DVector::from_iterator(
             self.nrows(),
             sol.mu
