@@ -39,7 +39,7 @@
 //! its iteration limit returns a feasible z: all that the callers'
 //! weak-duality bounds need.
 
-use super::{lstsq, well_conditioned, Factor, Finish, DEGENERACY_SHIFT, TOL};
+use super::{kkt_system, lstsq, well_conditioned, Factor, Finish, DEGENERACY_SHIFT, TOL};
 use nalgebra::{DMatrix, DVector};
 
 /// The cap row z_a ≤ c·z_master of a capped variable a.
@@ -362,14 +362,17 @@ impl Capped<'_> {
 
     /// The minimiser of the reduced problem on the free units with the
     /// working rows `wi` as equalities, and the rows' multipliers: through
-    /// the updated factor (rows by their Schur complement) while every
+    /// the updated factor (rows by their Schur complement,
+    /// [`Factor::solve_rows`]) while every
     /// pivot keeps a fair share of its diagonal, else (numerically dependent
     /// columns, where updates lose every digit) through a fresh
     /// factorisation of the ridged system.
     fn target(&self, wi: &[usize]) -> (Vec<f64>, Vec<f64>, bool) {
         match self.clamped() {
             None => {
-                if let Some((y, mu)) = self.schur(wi) {
+                let rows: Vec<Vec<f64>> = wi.iter().map(|&k| self.reduced_row(k)).collect();
+                let bw: Vec<f64> = wi.iter().map(|&k| self.b[k]).collect();
+                if let Some((y, mu)) = self.factor.solve_rows(self.reduced_g(), &rows, &bw) {
                     return (y, mu, false);
                 }
             }
@@ -481,17 +484,10 @@ impl Capped<'_> {
         for k in 0..nf {
             hr[(k, k)] += ridge;
         }
-        let mut kkt = DMatrix::zeros(nf + nw, nf + nw);
-        kkt.view_mut((0, 0), (nf, nf)).copy_from(&hr);
-        let mut rhs = DVector::zeros(nf + nw);
-        rhs.rows_mut(0, nf).copy_from_slice(&self.reduced_g());
-        for (t, &k) in wi.iter().enumerate() {
-            for (c, v) in self.reduced_row(k).into_iter().enumerate() {
-                kkt[(nf + t, c)] = v;
-                kkt[(c, nf + t)] = v;
-            }
-            rhs[nf + t] = self.b[k];
-        }
+        let rows: Vec<Vec<f64>> = wi.iter().map(|&k| self.reduced_row(k)).collect();
+        let bw: Vec<f64> = wi.iter().map(|&k| self.b[k]).collect();
+        let gr = DVector::from_vec(self.reduced_g());
+        let (kkt, rhs) = kkt_system(&hr, &gr, &rows, &bw);
         let sol = if nw == 0 {
             match kkt
                 .clone()
@@ -508,39 +504,6 @@ impl Capped<'_> {
                 .unwrap_or_else(|| lstsq(&kkt, &rhs))
         };
         (sol.as_slice()[..nf].to_vec(), sol.as_slice()[nf..].to_vec())
-    }
-
-    /// [`Self::target`] through the factor: y = (PᵀHP)⁻¹(Pᵀg − R_Wᵀμ) with
-    /// the reduced rows R_W = A_W P and S μ = R_W (PᵀHP)⁻¹ Pᵀg − b_W,
-    /// S = R_W (PᵀHP)⁻¹ R_Wᵀ; `None` if S is ill-conditioned.
-    fn schur(&self, wi: &[usize]) -> Option<(Vec<f64>, Vec<f64>)> {
-        let mut t = self.reduced_g();
-        self.factor.lower(&mut t);
-        let ys: Vec<Vec<f64>> = wi
-            .iter()
-            .map(|&k| {
-                let mut y = self.reduced_row(k);
-                self.factor.lower(&mut y);
-                y
-            })
-            .collect();
-        let dot = |x: &[f64], y: &[f64]| -> f64 { x.iter().zip(y).map(|(a, b)| a * b).sum() };
-        let nw = wi.len();
-        let mut mu = Vec::new();
-        if nw > 0 {
-            let sm = DMatrix::from_fn(nw, nw, |p, q| dot(&ys[p], &ys[q]));
-            let rhs = DVector::from_fn(nw, |p, _| dot(&ys[p], &t) - self.b[wi[p]]);
-            let ch = sm
-                .clone()
-                .cholesky()
-                .filter(|ch| well_conditioned(ch, &sm))?;
-            mu = ch.solve(&rhs).as_slice().to_vec();
-        }
-        for (y, m) in ys.iter().zip(&mu) {
-            t.iter_mut().zip(y).for_each(|(ti, yi)| *ti -= m * yi);
-        }
-        self.factor.upper(&mut t);
-        Some((t, mu))
     }
 
     /// General row k in the reduced coordinates: p_uᵀ a_k per free unit.

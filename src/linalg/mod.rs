@@ -147,7 +147,7 @@ const DEGENERACY_SHIFT: f64 = 1e-12;
 /// Relative tolerance on multipliers and feasibility inside the active set.
 const TOL: f64 = 1e-13;
 
-/// How hard [`qp_nonneg_with`] works on the end game.
+/// How hard [`qp_capped`] works on the end game.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Finish {
     /// Re-solve the final working set on the exact rows and continue
@@ -164,16 +164,6 @@ pub fn qp_nonneg(
     g: &DVector<f64>,
     a: &DMatrix<f64>,
     b: &DVector<f64>,
-) -> QpSolution {
-    solve(h, g, a, b, Finish::Exact)
-}
-
-fn solve(
-    h: &DMatrix<f64>,
-    g: &DVector<f64>,
-    a: &DMatrix<f64>,
-    b: &DVector<f64>,
-    finish: Finish,
 ) -> QpSolution {
     let nv = h.nrows();
     let nr = a.nrows();
@@ -199,7 +189,7 @@ fn solve(
     // continue on the exact rows (the start is feasible). Should it cycle on
     // rows tight at 0 after all, the re-solved phase-1 point stands: it is
     // optimal up to the 1e-12 relaxation.
-    if finish == Finish::Exact && converged && st.refine(h, g, a, b) {
+    if converged && st.refine(h, g, a, b) {
         let refined = (st.z.clone(), st.mu.clone());
         let (more, ok) = st.run(h, g, a, &rows, b, gscale, nv + nr + 50);
         iterations += more;
@@ -365,7 +355,8 @@ impl ActiveSet {
             };
             return (sol, DVector::zeros(0));
         }
-        let (k, rhs) = kkt_system(&hff, &gf, a, b, fi, wi);
+        let bw: Vec<f64> = wi.iter().map(|&k| b[k]).collect();
+        let (k, rhs) = kkt_system(&hff, &gf, &rows_of(a, fi, wi), &bw);
         let sol = k
             .clone()
             .lu()
@@ -413,7 +404,8 @@ impl ActiveSet {
         let (zf, mu_w) = match Factor::exact(&hff, &fi).and_then(|f| f.solve(g, a, b, &wi)) {
             Some(sol) => sol,
             None => {
-                let (k, rhs) = kkt_system(&hff, &gf, a, b, &fi, &wi);
+                let bw: Vec<f64> = wi.iter().map(|&k| b[k]).collect();
+                let (k, rhs) = kkt_system(&hff, &gf, &rows_of(a, &fi, &wi), &bw);
                 let sol = lstsq(&k, &rhs);
                 (
                     sol.rows(0, fi.len()).into_owned(),
@@ -564,9 +556,8 @@ impl Factor {
     }
 
     /// The equality-constrained subproblem on the free variables and the
-    /// working rows `wi`: z_F = H_FF⁻¹(g_F − A_WFᵀ μ) with μ from the
-    /// Schur complement S μ = A_WF H_FF⁻¹ g_F − b_W. Returns (z_F in
-    /// `order`, μ_W).
+    /// working rows `wi` of A z ≤ b ([`Factor::solve_rows`] on them).
+    /// Returns (z_F in `order`, μ_W).
     fn solve(
         &self,
         g: &DVector<f64>,
@@ -574,23 +565,39 @@ impl Factor {
         b: &DVector<f64>,
         wi: &[usize],
     ) -> Option<(DVector<f64>, DVector<f64>)> {
-        let mut t: Vec<f64> = self.order.iter().map(|&i| g[i]).collect();
+        let t = self.order.iter().map(|&i| g[i]).collect();
+        let bw: Vec<f64> = wi.iter().map(|&k| b[k]).collect();
+        let (y, mu) = self.solve_rows(t, &rows_of(a, &self.order, wi), &bw)?;
+        Some((DVector::from_vec(y), DVector::from_vec(mu)))
+    }
+
+    /// The subproblem in the factor's own coordinates: minimise
+    /// ½yᵀ(LLᵀ)y − tᵀy subject to r_pᵀy = b_p for the working rows r_p
+    /// (each given in `order`): y = (LLᵀ)⁻¹(t − Rᵀμ) with μ from the Schur
+    /// complement S μ = R (LLᵀ)⁻¹ t − b, S = R (LLᵀ)⁻¹ Rᵀ. `None` if S is
+    /// ill-conditioned.
+    fn solve_rows(
+        &self,
+        mut t: Vec<f64>,
+        rows: &[Vec<f64>],
+        b: &[f64],
+    ) -> Option<(Vec<f64>, Vec<f64>)> {
         self.lower(&mut t);
-        let nw = wi.len();
+        let nw = rows.len();
         if nw == 0 || self.order.is_empty() {
             self.upper(&mut t);
-            return Some((DVector::from_vec(t), DVector::zeros(nw)));
+            return Some((t, vec![0.0; nw]));
         }
         let nf = self.order.len();
         let mut ys = DMatrix::zeros(nf, nw);
-        for (p, &k) in wi.iter().enumerate() {
-            let mut y: Vec<f64> = self.order.iter().map(|&i| a[(k, i)]).collect();
+        for (p, row) in rows.iter().enumerate() {
+            let mut y = row.clone();
             self.lower(&mut y);
             ys.set_column(p, &DVector::from_vec(y));
         }
         let s = product(&ys, true, &ys, false);
         let tv = DVector::from_column_slice(&t);
-        let rhs = DVector::from_fn(nw, |p, _| ys.column(p).dot(&tv) - b[wi[p]]);
+        let rhs = DVector::from_fn(nw, |p, _| ys.column(p).dot(&tv) - b[p]);
         let mu = s
             .clone()
             .cholesky()
@@ -599,7 +606,7 @@ impl Factor {
         let ymu = &ys * &mu;
         t.iter_mut().zip(ymu.iter()).for_each(|(ti, yi)| *ti -= yi);
         self.upper(&mut t);
-        Some((DVector::from_vec(t), mu))
+        Some((t, mu.as_slice().to_vec()))
     }
 }
 
@@ -676,27 +683,33 @@ fn restrict(h: &DMatrix<f64>, g: &DVector<f64>, fi: &[usize]) -> (DMatrix<f64>, 
     )
 }
 
-/// The KKT matrix [[H_FF, A_WFᵀ], [A_WF, 0]] and right-hand side [g_F; b_W].
+/// The working rows `wi` of A restricted to the free variables `fi`.
+fn rows_of(a: &DMatrix<f64>, fi: &[usize], wi: &[usize]) -> Vec<Vec<f64>> {
+    wi.iter()
+        .map(|&k| fi.iter().map(|&i| a[(k, i)]).collect())
+        .collect()
+}
+
+/// The KKT matrix [[H_FF, Rᵀ], [R, 0]] and right-hand side [g_F; b_W] for
+/// the working rows R (each over the free variables) and their b_W.
 fn kkt_system(
     hff: &DMatrix<f64>,
     gf: &DVector<f64>,
-    a: &DMatrix<f64>,
-    b: &DVector<f64>,
-    fi: &[usize],
-    wi: &[usize],
+    rows: &[Vec<f64>],
+    bw: &[f64],
 ) -> (DMatrix<f64>, DVector<f64>) {
-    let (nf, nw) = (fi.len(), wi.len());
+    let (nf, nw) = (hff.nrows(), rows.len());
     let dim = nf + nw;
     let mut k = DMatrix::zeros(dim, dim);
     k.view_mut((0, 0), (nf, nf)).copy_from(hff);
     let mut rhs = DVector::zeros(dim);
     rhs.rows_mut(0, nf).copy_from(gf);
-    for (t, &row) in wi.iter().enumerate() {
-        for (s, &i) in fi.iter().enumerate() {
-            k[(nf + t, s)] = a[(row, i)];
-            k[(s, nf + t)] = a[(row, i)];
+    for (t, row) in rows.iter().enumerate() {
+        for (s, &v) in row.iter().enumerate() {
+            k[(nf + t, s)] = v;
+            k[(s, nf + t)] = v;
         }
-        rhs[nf + t] = b[row];
+        rhs[nf + t] = bw[t];
     }
     (k, rhs)
 }
