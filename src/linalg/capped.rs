@@ -299,9 +299,8 @@ impl Capped<'_> {
             self.hp[u] = self.h_column(u);
             self.diag[u] = self.hp[u][u];
         }
-        self.factor.order = units.clone();
         let ridge = self.factor.ridge;
-        if let Some(mut f) = Factor::exact(&self.reduced_h(), &units) {
+        if let Some(mut f) = Factor::exact(&self.reduced_h(&units), &units) {
             f.ridge = ridge;
             self.factor = f;
             return;
@@ -479,7 +478,7 @@ impl Capped<'_> {
     /// factorised afresh (Cholesky without rows, LU with, SVD least squares
     /// if singular): (y, μ_W).
     fn dense(&self, wi: &[usize], ridge: f64) -> (Vec<f64>, Vec<f64>) {
-        let mut hr = self.reduced_h();
+        let mut hr = self.reduced_h(&self.factor.order);
         let (nf, nw) = (hr.nrows(), wi.len());
         for k in 0..nf {
             hr[(k, k)] += ridge;
@@ -515,9 +514,8 @@ impl Capped<'_> {
             .collect()
     }
 
-    /// PᵀHP over the free units, in the factor's order.
-    fn reduced_h(&self) -> DMatrix<f64> {
-        let order = &self.factor.order;
+    /// PᵀHP over the units `order` (their H p_u known), in that order.
+    fn reduced_h(&self, order: &[usize]) -> DMatrix<f64> {
         DMatrix::from_fn(order.len(), order.len(), |r, c| {
             let hp = &self.hp[order[c]];
             self.column(order[r]).map(|(q, w)| w * hp[q]).sum::<f64>()
