@@ -29,6 +29,9 @@ pub struct Args {
     /// Seconds per point before reporting a bounded result.
     #[arg(long, default_value_t = 60.0)]
     time_limit: f64,
+    /// Dual-cut rounds per node and radius (0 turns the cuts off).
+    #[arg(long, default_value_t = DistanceOptions::default().cut_rounds)]
+    cut_rounds: usize,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -136,6 +139,7 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
     let opts = DistanceOptions {
         max_nodes: a.max_regions,
         time_limit: Some(a.time_limit),
+        cut_rounds: a.cut_rounds,
         ..Default::default()
     };
     let pool = rayon::ThreadPoolBuilder::new()
