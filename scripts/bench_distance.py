@@ -5,6 +5,8 @@
                                      [--widths 50,100,200,400] [--sweep-points 5]
     python scripts/bench_distance.py --wide [--widths 200,400] [--time-limit 60]
 
+--points 0 leaves out the width-100 and robust nets (only the sweep widths).
+
 Nets on the `std` fixture: a GD-trained width-100 net, the width-10 robust
 net, and GD nets of the sweep widths. With --wide, GD nets of the given
 widths on a k=6, d=100, n=60 fixture (`gen --seed 1`, 6 test points, all
@@ -108,7 +110,7 @@ def main():
         fx = os.path.join(tmp, "wide")
         run("gen", "--k", "6", "--d", "100", "--sigma", "1", "--n", "60", "--n-test", "6",
             "--seed", "1", "--out", fx)
-    else:
+    elif a.points > 0:
         gd = os.path.join(tmp, "gd100.safetensors")
         run("train", "--data", os.path.join(fx, "train.safetensors"), "--width", "100", "--out", gd)
         robust = os.path.join(tmp, "robust.safetensors")
