@@ -75,8 +75,11 @@ pub struct PolishOptions {
     pub mode: PolishMode,
     /// κ₀ of the near mode's proximal term toward the starting direction.
     pub proximal: f64,
-    /// Augmented-Lagrangian rounds per stage.
+    /// Augmented-Lagrangian rounds per stage that starts within 10·tol.
     pub max_outer: usize,
+    /// Rounds per stage that starts farther (a continuation step: the next
+    /// β moves its point anyway).
+    pub far_outer: usize,
     /// L-BFGS iterations per round.
     pub max_inner: usize,
     /// Stop after a stage certified `kkt`.
@@ -98,6 +101,7 @@ impl Default for PolishOptions {
             mode: PolishMode::Near,
             proximal: 1.0,
             max_outer: 30,
+            far_outer: 3,
             max_inner: 500,
             stop_when_certified: false,
             time_limit: Some(120.0),
@@ -365,14 +369,15 @@ pub fn polish(
         let floor = GTOL_FLOOR;
         // Inexact inner solves early, exact ones late (the usual AL schedule).
         let mut gtol = 1e-5 * (1.0 + theta.amax());
-        // A stage far from certified is a continuation step: a third of the
-        // outer rounds brings it as far (measured on `std`: the same ε_rel
-        // per stage to two digits, 3× less work), the rest polishes a point
-        // the next β moves anyway.
+        // A stage far from certified is a continuation step: a few outer
+        // rounds bring it far enough, and more would polish a point the next
+        // β moves anyway. Measured on `std` (near mode, 3 runs each): 10
+        // rounds 8.5–8.7 s to a certified point, 3 rounds 2.9–3.0 s,
+        // certified all the same.
         let outer = if close {
             opts.max_outer
         } else {
-            (opts.max_outer / 3).max(1)
+            opts.far_outer.max(1)
         };
         for _ in 0..outer {
             let min = minimize(
