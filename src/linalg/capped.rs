@@ -42,6 +42,17 @@
 use super::{kkt_system, lstsq, well_conditioned, Factor, Finish, DEGENERACY_SHIFT, TOL};
 use nalgebra::{DMatrix, DVector};
 
+/// The direction of (nearly) zero curvature of the k-th free unit, whose
+/// pivot is clamped: d = e_k − Σ_t c_t e_t in reduced coordinates, Pd, and
+/// the objective's slope ∇ᵀPd and curvature (Pd)ᵀH(Pd) along it.
+struct NullDirection {
+    k: usize,
+    d: Vec<f64>,
+    pd: DVector<f64>,
+    slope: f64,
+    curvature: f64,
+}
+
 /// The cap row z_a ≤ c·z_master of a capped variable a.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Cap {
@@ -206,13 +217,19 @@ impl Capped<'_> {
         let mut released: Option<Move> = None;
         for it in 0..max_iter {
             let wi: Vec<usize> = (0..self.b.len()).filter(|&k| self.working[k]).collect();
-            if let Some(u) = self.flat_dependent(&wi) {
+            // With no general row working, a clamped pivot's null direction
+            // decides both whether to drop its unit and where to head.
+            let clamped = self.clamped();
+            let null = clamped
+                .filter(|_| wi.is_empty())
+                .and_then(|k| self.null_direction(k));
+            if let Some(u) = null.as_ref().and_then(|nd| self.flat_dependent(nd)) {
                 // Freeing u cannot lower the objective: back to its bound.
                 self.fix(u);
                 barred[u] = true;
                 continue;
             }
-            let (y, mu_w, far) = self.target(&wi);
+            let (y, mu_w, far) = self.target(&wi, clamped, null.as_ref());
             let (alpha, block) = self.step_length(&y);
             let moved = self.advance(&y, alpha);
             if far && block.is_none() {
@@ -366,21 +383,22 @@ impl Capped<'_> {
     /// pivot keeps a fair share of its diagonal, else (numerically dependent
     /// columns, where updates lose every digit) through a fresh
     /// factorisation of the ridged system.
-    fn target(&self, wi: &[usize]) -> (Vec<f64>, Vec<f64>, bool) {
-        match self.clamped() {
-            None => {
-                let rows: Vec<Vec<f64>> = wi.iter().map(|&k| self.reduced_row(k)).collect();
-                let bw: Vec<f64> = wi.iter().map(|&k| self.b[k]).collect();
-                if let Some((y, mu)) = self.factor.solve_rows(self.reduced_g(), &rows, &bw) {
-                    return (y, mu, false);
-                }
+    /// `clamped` is the first clamped pivot and `null` its null direction
+    /// (computed only when no row is working).
+    fn target(
+        &self,
+        wi: &[usize],
+        clamped: Option<usize>,
+        null: Option<&NullDirection>,
+    ) -> (Vec<f64>, Vec<f64>, bool) {
+        if clamped.is_none() {
+            let rows: Vec<Vec<f64>> = wi.iter().map(|&k| self.reduced_row(k)).collect();
+            let bw: Vec<f64> = wi.iter().map(|&k| self.b[k]).collect();
+            if let Some((y, mu)) = self.factor.solve_rows(self.reduced_g(), &rows, &bw) {
+                return (y, mu, false);
             }
-            Some(k) if wi.is_empty() => {
-                if let Some((y, far)) = self.null_target(k) {
-                    return (y, Vec::new(), far);
-                }
-            }
-            Some(_) => {}
+        } else if let Some((y, far)) = null.and_then(|nd| self.null_target(nd)) {
+            return (y, Vec::new(), far);
         }
         let (y, mu) = self.dense(wi, self.factor.ridge);
         (y, mu, false)
@@ -397,26 +415,25 @@ impl Capped<'_> {
     /// curvature vanishes, flagged `true`: the ratio test then stops at the
     /// block, or nothing blocks and the problem is unbounded); `None` when
     /// the objective is flat along d to working precision.
-    fn null_target(&self, k: usize) -> Option<(Vec<f64>, bool)> {
-        let order = &self.factor.order;
-        let (d, pd, slope, curvature) = self.null_direction(k)?;
-        if self.flat(slope, &pd) {
+    fn null_target(&self, nd: &NullDirection) -> Option<(Vec<f64>, bool)> {
+        if self.flat(nd) {
             return None;
         }
-        let far = 1e8 * (1.0 + self.z.amax()) / pd.amax();
-        let (t, is_far) = if curvature * far > slope.abs() {
-            (-slope / curvature, false)
+        let far = 1e8 * (1.0 + self.z.amax()) / nd.pd.amax();
+        let (t, is_far) = if nd.curvature * far > nd.slope.abs() {
+            (-nd.slope / nd.curvature, false)
         } else {
-            (-slope.signum() * far, true)
+            (-nd.slope.signum() * far, true)
         };
-        let y = order.iter().zip(&d).map(|(&u, dt)| self.z[u] + t * dt);
+        let y = (self.factor.order.iter())
+            .zip(&nd.d)
+            .map(|(&u, dt)| self.z[u] + t * dt);
         Some((y.collect(), is_far))
     }
 
-    /// The null direction of the k-th (clamped) unit: d in reduced
-    /// coordinates, Pd, the objective's slope ∇ᵀPd and curvature
-    /// (Pd)ᵀH(Pd) along it; `None` if Pd vanishes.
-    fn null_direction(&self, k: usize) -> Option<(Vec<f64>, DVector<f64>, f64, f64)> {
+    /// The null direction of the k-th (clamped) unit; `None` if Pd
+    /// vanishes.
+    fn null_direction(&self, k: usize) -> Option<NullDirection> {
         let order = &self.factor.order;
         let mut c: Vec<f64> = (0..k).map(|t| self.factor.l[(k, t)]).collect();
         self.factor.upper(&mut c);
@@ -437,33 +454,29 @@ impl Capped<'_> {
             return None;
         }
         let (grad, _) = self.gradient();
-        let slope = grad.dot(&pd);
-        let curvature = pd.dot(&hpd).max(0.0);
-        Some((d, pd, slope, curvature))
+        Some(NullDirection {
+            k,
+            slope: grad.dot(&pd),
+            curvature: pd.dot(&hpd).max(0.0),
+            d,
+            pd,
+        })
     }
 
     /// Flat to working precision: on a true null direction the slope is 0
     /// whenever g lies in the range of H, and a far step would only
     /// amplify rounding.
-    fn flat(&self, slope: f64, pd: &DVector<f64>) -> bool {
-        slope.abs() <= 1e-10 * self.g.norm() * pd.norm()
+    fn flat(&self, nd: &NullDirection) -> bool {
+        nd.slope.abs() <= 1e-10 * self.g.norm() * nd.pd.norm()
     }
 
-    /// The first free unit whose column depends on earlier ones, if it sits
-    /// at 0 and the objective is flat along its null direction (no general
-    /// row working): freeing it gained nothing, and its singular face
-    /// would make a ridged solve aim anywhere along the null direction.
-    fn flat_dependent(&self, wi: &[usize]) -> Option<usize> {
-        if !wi.is_empty() {
-            return None;
-        }
-        let k = self.clamped()?;
-        let u = self.factor.order[k];
-        if self.z[u] != 0.0 {
-            return None;
-        }
-        let (_, pd, slope, _) = self.null_direction(k)?;
-        self.flat(slope, &pd).then_some(u)
+    /// The unit of a clamped pivot (its null direction `nd`, no general row
+    /// working), if it sits at 0 and the objective is flat along `nd`:
+    /// freeing it gained nothing, and its singular face would make a
+    /// ridged solve aim anywhere along the null direction.
+    fn flat_dependent(&self, nd: &NullDirection) -> Option<usize> {
+        let u = self.factor.order[nd.k];
+        (self.z[u] == 0.0 && self.flat(nd)).then_some(u)
     }
 
     /// The position of the first clamped pivot in the factor, if any.
