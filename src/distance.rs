@@ -182,6 +182,49 @@ struct NodeSol {
     cut: Option<DualCut>,
 }
 
+/// A dual-feasible point z of a node's relaxation, as far as its proofs
+/// need it: rᵀz rounded down, ‖δ‖ of the computed δ ≈ −Mᵀz, and a bound on
+/// ‖δ + Mᵀz‖ (the rounding of δ).
+struct DualPoint {
+    rz: f64,
+    norm: f64,
+    err: f64,
+}
+
+impl DualPoint {
+    /// The lower bound z proves, max over t ≥ 0 of the dual at t·z,
+    /// sqrt(2(t rᵀz − ½t²‖Mᵀz‖²)) = (rᵀz)₊/‖Mᵀz‖: free of z's scale (a QP
+    /// stopped far along an unbounded direction still gives a meaningful
+    /// bound) and safe against rounding (‖Mᵀz‖ ≤ ‖δ‖ + err).
+    fn bound(&self) -> f64 {
+        if self.rz <= 0.0 {
+            return 0.0;
+        }
+        let norm = self.norm + self.err;
+        if norm > 0.0 {
+            self.rz / norm
+        } else {
+            f64::INFINITY
+        }
+    }
+
+    /// The half-space z proves the node's flips within `radius` lie in
+    /// (see [`DualCut`]), given W δ: with v = −δ ≈ Mᵀz, every such flip
+    /// has vᵀx ≤ −rᵀz + ‖v − Mᵀz‖·radius. `None` when it says nothing
+    /// (rᵀz ≤ 0).
+    fn cut(&self, wd: &DVector<f64>, radius: f64) -> Option<DualCut> {
+        if self.rz <= 0.0 || self.norm == 0.0 {
+            return None;
+        }
+        let c = (-self.rz + self.err * radius) / self.norm;
+        Some(DualCut {
+            along: -wd / self.norm,
+            c: c + 4.0 * f64::EPSILON * (c.abs() + radius),
+            radius,
+        })
+    }
+}
+
 /// A half-space âᵀδ ≤ c that every flip of a node within `radius` lies in:
 /// the dual point z of the node's relaxation on that ball aggregates its
 /// rows Mδ ≤ −r into (Mᵀz)ᵀδ ≤ −rᵀz, so â = Mᵀz/‖Mᵀz‖ (with rounding
@@ -346,14 +389,14 @@ impl Search<'_> {
             abs_ctz[j] += s.abs() * z[a + 1];
         }
         let delta = -(self.net.w().transpose() * ctz);
-        let lb = self.dual_bound(&rv, &z, &delta, &abs_ctz);
-        let branch = self.loosest_chord(&rel, &delta);
-        let cut = self.dual_cut(&rv, &z, &delta, &abs_ctz, r);
+        // W δ, the pre-activations' change: for the branching and the cut.
+        let wd = self.net.w() * &delta;
+        let dual = self.dual_point(&rv, &z, &delta, &abs_ctz);
         NodeSol {
-            lb,
+            lb: dual.bound(),
+            branch: self.loosest_chord(&rel, &wd),
+            cut: dual.cut(&wd, r),
             delta,
-            branch,
-            cut,
         }
     }
 
@@ -466,14 +509,14 @@ impl Search<'_> {
 
     /// The free hurting neuron whose chord is loosest at δ (the branching
     /// choice), if any chord is loose there.
-    fn loosest_chord(&self, rel: &Relaxation, delta: &DVector<f64>) -> Option<usize> {
+    fn loosest_chord(&self, rel: &Relaxation, wd: &DVector<f64>) -> Option<usize> {
         let mut branch = None;
         let mut worst = 0.0;
         for j in
             (0..self.roles.len()).filter(|&j| self.roles[j] == Role::Hurt && rel.eff[j].is_none())
         {
             let (l, h) = rel.ranges[j];
-            let u = self.u0[j] + self.net.w().row(j).dot(&delta.transpose());
+            let u = self.u0[j] + wd[j];
             let gap = self.net.v()[j].abs() * (h * (u - l) / (h - l) - relu(u));
             if gap > worst {
                 worst = gap;
@@ -483,70 +526,25 @@ impl Search<'_> {
         branch
     }
 
-    /// The lower bound a dual-feasible z proves, max over t ≥ 0 of the dual
-    /// at t·z, sqrt(2(t rᵀz − ½t²‖Mᵀz‖²)) = (rᵀz)₊/‖Mᵀz‖: free of z's
-    /// scale (a QP stopped far along an unbounded direction still gives a
-    /// meaningful bound) and safe against rounding, with rᵀz rounded down and
-    /// ‖Mᵀz‖ up by Higham's bound for sums, γ_N·Σ|terms| with
-    /// γ_N = N·ε/(1 − N·ε) (doubled for the two products behind δ, and
-    /// ‖|W|ᵀa‖ ≤ ‖W‖_F‖a‖).
-    fn dual_bound(
+    /// What the dual-feasible z proves (see [`DualPoint`]), with rᵀz
+    /// rounded down and the rounding of the computed δ bounded by Higham's
+    /// bound for sums, γ_N·Σ|terms| with γ_N = N·ε/(1 − N·ε) (doubled for
+    /// the two products behind δ, and ‖|W|ᵀa‖ ≤ ‖W‖_F‖a‖).
+    fn dual_point(
         &self,
         r: &DVector<f64>,
         z: &DVector<f64>,
         delta: &DVector<f64>,
         abs_ctz: &DVector<f64>,
-    ) -> f64 {
-        let (rz, err) = self.rounded(r, z, delta, abs_ctz);
-        if rz <= 0.0 {
-            return 0.0;
-        }
-        let norm = delta.norm() + err;
-        if norm > 0.0 {
-            rz / norm
-        } else {
-            f64::INFINITY
-        }
-    }
-
-    /// rᵀz rounded down, and a bound on ‖δ − (−Mᵀz)‖, the rounding of the
-    /// computed δ (Higham's γ_N, see [`Self::dual_bound`]).
-    fn rounded(
-        &self,
-        r: &DVector<f64>,
-        z: &DVector<f64>,
-        delta: &DVector<f64>,
-        abs_ctz: &DVector<f64>,
-    ) -> (f64, f64) {
+    ) -> DualPoint {
         let n = (z.len() + self.roles.len() + 2) as f64;
         let g = n * f64::EPSILON / (1.0 - n * f64::EPSILON);
-        let rz = r.dot(z) - g * r.abs().dot(z);
-        (rz, g * delta.norm() + 2.0 * g * self.wfrob * abs_ctz.norm())
-    }
-
-    /// The half-space a dual point proves the node's flips within radius
-    /// `radius` lie in (see [`DualCut`]): with v = −δ ≈ Mᵀz, every such
-    /// flip has vᵀx ≤ −rᵀz + ‖v − Mᵀz‖·radius. `None` when it says nothing
-    /// (rᵀz ≤ 0).
-    fn dual_cut(
-        &self,
-        r: &DVector<f64>,
-        z: &DVector<f64>,
-        delta: &DVector<f64>,
-        abs_ctz: &DVector<f64>,
-        radius: f64,
-    ) -> Option<DualCut> {
-        let (rz, err) = self.rounded(r, z, delta, abs_ctz);
         let norm = delta.norm();
-        if rz <= 0.0 || norm == 0.0 {
-            return None;
+        DualPoint {
+            rz: r.dot(z) - g * r.abs().dot(z),
+            norm,
+            err: g * norm + 2.0 * g * self.wfrob * abs_ctz.norm(),
         }
-        let c = (-rz + err * radius) / norm;
-        Some(DualCut {
-            along: -(self.net.w() * delta) / norm,
-            c: c + 4.0 * f64::EPSILON * (c.abs() + radius),
-            radius,
-        })
     }
 
     /// The node's certified lower bound, from relaxations on balls of
