@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use kktcert::attack::critical_radius;
 use kktcert::data::Fixture;
-use kktcert::distance::{DistanceOptions, DistanceSolver, Status};
+use kktcert::distance::{DistanceOptions, DistanceSolver, PointDistance, Status};
 use kktcert::linalg::{ldp, Ldp};
 use kktcert::net::Network;
 use kktcert::robust::robust_network;
@@ -59,6 +59,18 @@ fn brute_force(net: &Network, x0: &DVector<f64>) -> Option<f64> {
         }
     }
     best
+}
+
+/// Asserts that `got` is `exact` at the oracle's distance `want` (1e-9
+/// relative); returns its upper end. `what` names the case in a failure.
+fn assert_exact_at(got: &PointDistance, want: f64, what: &str) -> f64 {
+    assert_eq!(got.status, Status::Exact, "{what}: {got:?}");
+    let up = got.upper.unwrap();
+    assert!(
+        (up - want).abs() <= 1e-9 * want.max(1.0),
+        "{what}: {up} vs {want}"
+    );
+    up
 }
 
 fn random_net(rng: &mut ChaCha8Rng, m: usize, d: usize, degenerate: bool) -> Network {
@@ -207,12 +219,7 @@ fn one_dimensional_closed_form() {
         match want {
             None => assert_eq!(got.status, Status::NoFlip),
             Some(w) => {
-                assert_eq!(got.status, Status::Exact);
-                assert!(
-                    (got.upper.unwrap() - w).abs() <= 1e-9 * w.max(1.0),
-                    "{w} vs {:?}",
-                    got.upper
-                );
+                assert_exact_at(&got, w, "1-D");
             }
         }
     }
@@ -252,12 +259,7 @@ fn wide_rank_one_nets_have_their_planted_optimum() {
                 "case {case}: {got:?}"
             ),
             Some(w) => {
-                assert_eq!(got.status, Status::Exact, "case {case}: {got:?}");
-                let up = got.upper.unwrap();
-                assert!(
-                    (up - w).abs() <= 1e-9 * w.max(1.0),
-                    "case {case}: {w} vs {up}"
-                );
+                assert_exact_at(&got, w, &format!("case {case}"));
                 exact += 1;
             }
         }
@@ -417,12 +419,7 @@ fn high_dimensional_inputs_search_in_the_span_of_w() {
         match want {
             None => assert_eq!(got.status, Status::NoFlip, "seed {seed}"),
             Some(w) => {
-                assert_eq!(got.status, Status::Exact, "seed {seed}: {got:?}");
-                let up = got.upper.unwrap();
-                assert!(
-                    (up - w).abs() <= 1e-9 * w.max(1.0),
-                    "seed {seed}: {up} vs {w}"
-                );
+                let up = assert_exact_at(&got, w, &format!("seed {seed}"));
                 let x = DVector::from_vec(got.witness.unwrap());
                 assert_eq!(x.len(), d);
                 assert!(net.output(&x0).signum() * net.output(&x) <= 0.0);
