@@ -13,6 +13,7 @@ pub mod data;
 pub mod distance;
 pub mod error;
 pub mod figures;
+pub mod finish;
 pub mod kkt;
 pub mod layout;
 pub mod lbfgs;

@@ -20,6 +20,7 @@
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::finish::{finish, FinishOptions};
 use crate::kkt::{certify, Certificate, CertifyOptions, Norm, Verdict, WarmStart};
 use crate::lbfgs::minimize;
 use crate::net::{median_sorted, Activation, Network};
@@ -90,6 +91,9 @@ pub struct PolishOptions {
     /// time limit it stops at the same point on any machine under any load,
     /// which is what a reproducible sweep needs.
     pub iteration_budget: Option<usize>,
+    /// After each uncertified stage, try the cone program of the stage's
+    /// activation pattern ([`crate::finish`]); None skips it.
+    pub finish: Option<FinishOptions>,
 }
 
 impl Default for PolishOptions {
@@ -106,6 +110,7 @@ impl Default for PolishOptions {
             stop_when_certified: false,
             time_limit: Some(120.0),
             iteration_budget: None,
+            finish: Some(FinishOptions::default()),
         }
     }
 }
@@ -122,6 +127,8 @@ pub struct Stage {
     pub max_violation: f64,
     pub rho: f64,
     pub lbfgs_iterations: usize,
+    /// The stage's certificate is of the cone program's finish of its iterate.
+    pub finished: bool,
     pub seconds: f64,
 }
 
@@ -163,6 +170,16 @@ const PRUNE_REL: f64 = 1e-7;
 
 fn flat(net: &Network) -> DVector<f64> {
     DVector::from_vec(net.flat())
+}
+
+/// What one augmented-Lagrangian round did.
+struct Round {
+    iterations: usize,
+    grad_norm: f64,
+    /// max_i (1 − q_i)⁺ after the round.
+    violation: f64,
+    /// ‖Δλ‖∞ of the multiplier update.
+    multiplier_change: f64,
 }
 
 /// The augmented Lagrangian's value and gradient at θ.
@@ -207,6 +224,33 @@ impl Lagrangian<'_> {
         let pull = net.pullback_from(self.data.x(), acts, &a.component_mul(&y));
         let grad = theta - flat(&pull) + diff * self.kappa;
         (value, grad.component_mul(&self.mask))
+    }
+
+    /// One augmented-Lagrangian round from `theta`: the inner L-BFGS solve
+    /// (pruning once the proximal term is off) and the multiplier update
+    /// λ ← max(0, λ − ρc).
+    fn round(
+        &mut self,
+        theta: &mut DVector<f64>,
+        gtol: f64,
+        max_inner: usize,
+        blocks: &[std::ops::Range<usize>],
+    ) -> Round {
+        let min = minimize(|t| self.eval(t), theta.clone(), gtol, max_inner, 12, blocks);
+        *theta = min.x;
+        if self.kappa == 0.0 {
+            self.prune(theta);
+        }
+        let c = self.constraints(theta);
+        let new_lambda = (&self.lambda - &c * self.rho).map(|v| v.max(0.0));
+        let multiplier_change = (&new_lambda - &self.lambda).amax();
+        self.lambda = new_lambda;
+        Round {
+            iterations: min.iterations,
+            grad_norm: min.grad_norm,
+            violation: (-c.min()).max(0.0),
+            multiplier_change,
+        }
     }
 
     /// Zeroes and freezes neurons whose mass |v_j|·‖(w_j, b_j)‖ fell below
@@ -282,18 +326,7 @@ pub fn polish(
             },
         ));
     }
-    let mut abs_u: Vec<f64> = start
-        .preactivations(train.x())
-        .iter()
-        .map(|u| u.abs())
-        .filter(|u| *u > 0.0)
-        .collect();
-    abs_u.sort_by(f64::total_cmp);
-    let u_scale = if abs_u.is_empty() {
-        1.0
-    } else {
-        median_sorted(&abs_u)
-    };
+    let u_scale = median_abs_preactivation(&start, train);
     // The span form (crate::span) when it is smaller: the optimiser works on
     // (C, b, v) over Z; W⊥ only decays toward its proximal anchor.
     let span = (train.n() < train.d()).then(|| Span::of(train.x()));
@@ -326,6 +359,22 @@ pub fn polish(
         let cert = judge(&relu_net, train, opts, warm.take())?;
         warm.set(Some(cert.warm_start()));
         Ok((relu_net, cert))
+    };
+    // The cone program's finish of a stage's iterate, kept only if certified.
+    // The cone program's finish of a stage's iterate, kept only if certified
+    // and, in the near mode, no farther from the start than the iterate.
+    let finish_stage = |lag: &Lagrangian, theta: &DVector<f64>| {
+        let fopts = opts.finish.as_ref()?;
+        let finished = finish(&lag.net(theta), data, fopts)?;
+        let relu_net = full(&finished.net, 0.0);
+        if opts.mode == PolishMode::Near {
+            let iterate = full(&lag.net(theta), lag.kappa);
+            if cosine(&start, &relu_net) < cosine(&start, &iterate) - fopts.near_slack {
+                return None;
+            }
+        }
+        let cert = judge(&relu_net, train, opts, None).ok()?;
+        (cert.verdict == Verdict::Kkt).then_some((relu_net, cert))
     };
     let theta0 = flat(&reduced);
     let (m, d) = (reduced.width(), reduced.dim());
@@ -380,38 +429,24 @@ pub fn polish(
             opts.far_outer.max(1)
         };
         for _ in 0..outer {
-            let min = minimize(
-                |t| lag.eval(t),
-                theta.clone(),
-                gtol,
-                opts.max_inner,
-                12,
-                &blocks,
-            );
-            let inner_done = min.grad_norm <= gtol;
+            let round = lag.round(&mut theta, gtol, opts.max_inner, &blocks);
+            let inner_done = round.grad_norm <= gtol;
             // Below ~1e-9 the Armijo test drowns in rounding of L itself.
             gtol = (gtol * 0.1).max(floor * (1.0 + theta.amax()));
             if std::env::var_os("POLISH_TRACE").is_some() {
                 eprintln!(
                     "  β={beta:.3e} ρ={:.1e} it={} |g|={:.2e} gtol={:.1e} t={:.1}s",
                     lag.rho,
-                    min.iterations,
-                    min.grad_norm,
+                    round.iterations,
+                    round.grad_norm,
                     gtol,
                     ts.elapsed().as_secs_f64()
                 );
             }
-            iters += min.iterations;
-            total_iters += min.iterations;
-            theta = min.x;
-            if lag.kappa == 0.0 {
-                lag.prune(&mut theta);
-            }
-            let c = lag.constraints(&theta);
-            viol = (-c.min()).max(0.0);
-            let new_lambda = (&lag.lambda - &c * lag.rho).map(|v| v.max(0.0));
-            let dl = (&new_lambda - &lag.lambda).amax();
-            lag.lambda = new_lambda;
+            iters += round.iterations;
+            total_iters += round.iterations;
+            viol = round.violation;
+            let dl = round.multiplier_change;
             let floor_reached = gtol <= floor * (1.0 + theta.amax()) && inner_done;
             if floor_reached && viol < 1e-10 && dl < 1e-8 * (1.0 + lag.lambda.amax()) {
                 break;
@@ -440,41 +475,37 @@ pub fn polish(
                 break;
             }
         }
-        let stage = match early.map_or_else(|| judged(&lag, &theta), Ok) {
-            Ok((relu_net, cert)) => {
-                let st = Stage {
-                    beta,
-                    relative_lower: cert.relative_lower,
-                    relative_upper: cert.relative_upper,
-                    relative_complementarity: cert.relative_complementarity,
-                    verdict: cert.verdict,
-                    max_violation: viol,
-                    rho: lag.rho,
-                    lbfgs_iterations: iters,
-                    seconds: ts.elapsed().as_secs_f64(),
-                };
-                if best
-                    .as_ref()
-                    .is_none_or(|(_, b)| cert.relative_upper < b.relative_upper)
-                {
-                    best = Some((cert.scale_net(&relu_net), cert));
-                }
-                st
+        let mut outcome = early.map_or_else(|| judged(&lag, &theta), Ok).ok();
+        let mut finished = false;
+        if outcome
+            .as_ref()
+            .is_none_or(|(_, c)| c.verdict != Verdict::Kkt)
+        {
+            if let Some(done) = finish_stage(&lag, &theta) {
+                outcome = Some(done);
+                finished = true;
             }
-            Err(_) => Stage {
-                beta,
-                relative_lower: f64::NAN,
-                relative_upper: f64::NAN,
-                relative_complementarity: f64::NAN,
-                verdict: Verdict::Undecided,
-                max_violation: viol,
-                rho: lag.rho,
-                lbfgs_iterations: iters,
-                seconds: ts.elapsed().as_secs_f64(),
-            },
+        }
+        let record = StageRecord {
+            beta,
+            max_violation: viol,
+            rho: lag.rho,
+            lbfgs_iterations: iters,
+            finished,
+            seconds: ts.elapsed().as_secs_f64(),
         };
+        let stage = record.stage(outcome.as_ref().map(|(_, c)| c));
+        if let Some((relu_net, cert)) = outcome {
+            if best
+                .as_ref()
+                .is_none_or(|(_, b)| cert.relative_upper < b.relative_upper)
+            {
+                best = Some((cert.scale_net(&relu_net), cert));
+            }
+        }
         on_stage(&stage);
-        let done = stage.verdict == Verdict::Kkt && opts.stop_when_certified;
+        // A finished point is the polish's end: later stages only re-find it.
+        let done = stage.verdict == Verdict::Kkt && (opts.stop_when_certified || stage.finished);
         stages.push(stage);
         if done || out_of_work(total_iters, &t0) {
             break;
@@ -498,6 +529,67 @@ pub fn polish(
     ))
 }
 
+/// A stage's own numbers, before its certificate.
+struct StageRecord {
+    beta: f64,
+    max_violation: f64,
+    rho: f64,
+    lbfgs_iterations: usize,
+    finished: bool,
+    seconds: f64,
+}
+
+impl StageRecord {
+    /// The stage with its certificate's numbers (NaN and `undecided` when
+    /// the net could not be certified at all).
+    fn stage(self, cert: Option<&Certificate>) -> Stage {
+        let (lower, upper, compl, verdict) =
+            cert.map_or((f64::NAN, f64::NAN, f64::NAN, Verdict::Undecided), |c| {
+                (
+                    c.relative_lower,
+                    c.relative_upper,
+                    c.relative_complementarity,
+                    c.verdict,
+                )
+            });
+        Stage {
+            beta: self.beta,
+            relative_lower: lower,
+            relative_upper: upper,
+            relative_complementarity: compl,
+            verdict,
+            max_violation: self.max_violation,
+            rho: self.rho,
+            lbfgs_iterations: self.lbfgs_iterations,
+            finished: self.finished,
+            seconds: self.seconds,
+        }
+    }
+}
+
+/// The median |u_ij| over nonzero pre-activations (1 if none): the unit of
+/// β, so the schedule does not depend on the data's scale.
+fn median_abs_preactivation(net: &Network, data: &Dataset) -> f64 {
+    let mut abs_u: Vec<f64> = net
+        .preactivations(data.x())
+        .iter()
+        .map(|u| u.abs())
+        .filter(|u| *u > 0.0)
+        .collect();
+    abs_u.sort_by(f64::total_cmp);
+    if abs_u.is_empty() {
+        1.0
+    } else {
+        median_sorted(&abs_u)
+    }
+}
+
+/// cos∠ of two nets' parameter vectors.
+fn cosine(a: &Network, b: &Network) -> f64 {
+    let (a, b) = (flat(a), flat(b));
+    a.dot(&b) / (a.norm() * b.norm())
+}
+
 /// Fraction of points on which two nets predict the same sign.
 fn agreement(a: &Network, b: &Network, data: &Dataset) -> f64 {
     let fa = a.forward(data.x());
@@ -517,10 +609,9 @@ fn movement(
     train: &Dataset,
     test: Option<&Dataset>,
 ) -> Movement {
-    let (a, b) = (flat(start), flat(end));
-    let norm_sq = a.norm_squared();
+    let norm_sq = flat(start).norm_squared();
     Movement {
-        cosine: a.dot(&b) / (a.norm() * b.norm()),
+        cosine: cosine(start, end),
         cosine_bound: ((norm_sq - perp_sq).max(0.0) / norm_sq).sqrt(),
         train_agreement: agreement(start, end, train),
         test_agreement: test.map(|t| agreement(start, end, t)),

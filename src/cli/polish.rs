@@ -3,6 +3,7 @@
 use super::{parse_list, record_certificate, NetFormat};
 use kktcert::checkpoint::Checkpoint;
 use kktcert::data::Dataset;
+use kktcert::finish::FinishOptions;
 use kktcert::polish::{polish, PolishMode, PolishOptions};
 use kktcert::tensors::write_json;
 use kktcert::Result;
@@ -41,6 +42,10 @@ pub struct Args {
     /// Stop at the first stage certified KKT.
     #[arg(long)]
     stop_when_certified: bool,
+    /// Finish a stage by the cone program of its activation pattern when the
+    /// iterate has at most this many live neurons (0: never).
+    #[arg(long, default_value_t = FinishOptions::default().max_live)]
+    finish_max_live: usize,
     /// Seconds before the polish stops with the best stage so far.
     #[arg(long, default_value_t = 120.0)]
     time_limit: f64,
@@ -62,6 +67,10 @@ pub fn run(a: Args) -> Result<()> {
         proximal: a.proximal,
         stop_when_certified: a.stop_when_certified,
         time_limit: Some(a.time_limit),
+        finish: (a.finish_max_live > 0).then(|| FinishOptions {
+            max_live: a.finish_max_live,
+            ..Default::default()
+        }),
         ..Default::default()
     };
     if let Some(b) = &a.betas {
@@ -76,7 +85,11 @@ pub fn run(a: Args) -> Result<()> {
             st.relative_upper,
             st.relative_complementarity,
             st.max_violation,
-            format!("{:?}", st.verdict),
+            format!(
+                "{:?}{}",
+                st.verdict,
+                if st.finished { " (cone)" } else { "" }
+            ),
             st.seconds
         );
     })?;
