@@ -19,6 +19,11 @@ for mode in near sparse; do
     --stop-when-certified --time-limit 600 | tail -n 2
 done
 
+echo "std, GD width 100 from a 10x smaller initialisation (--init-scale 0.01): near polish"
+$k --quiet train --data fixtures/std/train.safetensors --width 100 --init-scale 0.01 --out "$out/std100s.safetensors" >/dev/null
+t $k --quiet polish --net "$out/std100s.safetensors" --data fixtures/std/train.safetensors \
+  --test fixtures/std/test.safetensors --out "$out/std100s-near.safetensors" --stop-when-certified | tail -n 2
+
 echo "k=4, d=100,000, n=40, width 40: gen + train + polish + certify"
 t $k --quiet gen --k 4 --d 100000 --sigma 1 --n 40 --n-test 200 --means orthogonal --seed 3 --out "$out/big"
 t $k --quiet train --data "$out/big/train.safetensors" --width 40 --init-scale 0.5 --out "$out/big40.safetensors"

@@ -24,8 +24,9 @@
 //! relu's Clarke subdifferential [0, 1] at a kink, min(0, ·) is exact, and a
 //! neuron the program zeroes is dead, which stationarity allows. Where a pair
 //! disagrees, A takes the sign the optimum gave it and the program is solved
-//! again (a few rounds; none are needed once a continuation stage has found
-//! the pattern).
+//! again; a pair that crosses twice is pinned in A with σ_j β_jᵀx̃_i ≥ 0,
+//! which lets the optimum hold it on the kink with a fractional slope. A
+//! few rounds suffice once a continuation stage has found the pattern.
 //!
 //! Why this and not the smoothing to the end: the augmented-Lagrangian
 //! endgame converges linearly at best, with the kinks (hundreds of pairs
@@ -49,6 +50,11 @@ pub struct FinishOptions {
     /// The program is built only for nets with at most this many live
     /// neurons: its constraint matrix has about live·n·(d+1)/2 entries.
     pub max_live: usize,
+    /// Largest constraint matrix (entries, Σ over groups of points × basis
+    /// size) the program is built with: beyond it the finish is skipped,
+    /// not attempted at a size that would exhaust memory or time. At 0.6
+    /// million entries (k = 32, n = 320) one solve takes 2–3 s.
+    pub max_entries: usize,
     /// Re-solves after helpful pairs disagreed with the assumed pattern.
     pub pattern_rounds: usize,
     /// Relative (to the largest) mass |v_j|·‖(w_j, b_j)‖ of a neuron taken into the program.
@@ -64,8 +70,9 @@ pub struct FinishOptions {
 impl Default for FinishOptions {
     fn default() -> Self {
         Self {
-            max_live: 64,
-            pattern_rounds: 4,
+            max_live: 256,
+            max_entries: 2_000_000,
+            pattern_rounds: 10,
             live_rel: 1e-3,
             near_slack: 0.1,
         }
@@ -100,6 +107,14 @@ struct Live {
 struct Pattern {
     active: Vec<bool>,
     harmful: Vec<bool>,
+    /// Helpful pairs the rounds have already moved once across A.
+    flipped: Vec<bool>,
+    /// Helpful pairs of A held on the linear piece's domain, σ_j β_jᵀx̃_i ≥ 0:
+    /// a pair that keeps crossing sits on a kink with a fractional Clarke
+    /// multiplier, which neither side of A represents. Pinned, the
+    /// program's multiplier ν of the row makes the pair's slope 1 − ν/λ_i
+    /// (Clarke when ν ≤ λ_i, which the certificate checks).
+    pinned: Vec<bool>,
 }
 
 /// Live neurons with the same sign and the same A. The program needs one β
@@ -115,7 +130,7 @@ struct Group {
 }
 
 /// The groups of `live` under `patterns` (one per live neuron); a group
-/// models the union of its members' harmful pairs.
+/// models the union of its members' harmful, flipped and pinned pairs.
 fn groups(live: &[Live], patterns: &[Pattern]) -> Vec<Group> {
     let mut out: Vec<Group> = Vec::new();
     for (l, lv) in live.iter().enumerate() {
@@ -123,8 +138,11 @@ fn groups(live: &[Live], patterns: &[Pattern]) -> Vec<Group> {
         match out.iter_mut().find(same) {
             Some(g) => {
                 g.members.push(l);
-                for (h, &p) in g.pattern.harmful.iter_mut().zip(&patterns[l].harmful) {
-                    *h |= p;
+                let (gp, lp) = (&mut g.pattern, &patterns[l]);
+                for i in 0..gp.active.len() {
+                    gp.harmful[i] |= lp.harmful[i];
+                    gp.flipped[i] |= lp.flipped[i];
+                    gp.pinned[i] |= lp.pinned[i];
                 }
             }
             None => out.push(Group {
@@ -147,12 +165,16 @@ fn initial_pattern(lv: &Live, u: &DMatrix<f64>, y: &[f64], xnorm: &[f64], wnorm:
         harmful: (0..n)
             .map(|i| lv.sign != y[i] && uj(i) > -HARMFUL_BAND * wnorm * xnorm[i])
             .collect(),
+        flipped: vec![false; n],
+        pinned: vec![false; n],
     }
 }
 
 /// Harmful pairs whose pre-activation is above −HARMFUL_BAND·‖(w_j, b_j)‖·‖x̃_i‖
-/// start in W. Wider costs rows; narrower costs rounds.
-const HARMFUL_BAND: f64 = 0.0;
+/// start in W. Wider costs rows; narrower costs rounds: on the sweep's
+/// k = 32, d = 100, width-320 cell, 0 left five rounds of 2–5 s each
+/// unsettled at every stage, 0.02 finished in two.
+const HARMFUL_BAND: f64 = 0.02;
 
 /// A solved program: β_G per group (rows) and Σ‖β_G‖.
 struct Solution {
@@ -167,6 +189,7 @@ struct Program<'a> {
     xnorm: &'a [f64],
     y: &'a [f64],
     groups: &'a [Group],
+    max_entries: usize,
 }
 
 /// Finishes `net` (any KKT-near iterate) into the optimum of the cone
@@ -196,6 +219,7 @@ pub fn finish(net: &Network, data: &Dataset, opts: &FinishOptions) -> Option<Fin
             xnorm: &xnorm,
             y,
             groups: &groups,
+            max_entries: opts.max_entries,
         };
         let sol = prog.solve()?;
         match prog.disagreements(&sol.beta) {
@@ -305,6 +329,9 @@ impl Program<'_> {
         if (0..n).any(|i| !self.groups.iter().any(|g| g.pattern.active[i])) {
             return None;
         }
+        if self.entries() > self.max_entries {
+            return None;
+        }
         let bases: Vec<Basis> = self
             .groups
             .iter()
@@ -320,25 +347,31 @@ impl Program<'_> {
         nvar += bases.len();
         let h0 = nvar;
         let mut tr = Triplets::default();
-        let mut p = 0;
-        // Margin rows 0..n: −(Σ_A y_i x̃_iᵀβ + Σ h_p) + s = −1; harmful rows
-        // after them, two per pair: h_p ≤ 0 and h_p − y_i x̃_iᵀβ ≤ 0.
+        let (mut p, mut next) = (0, n);
+        // Margin rows 0..n: −(Σ_A y_i x̃_iᵀβ + Σ h_p) + s = −1. After them,
+        // one row per pinned pair, −σ x̃_iᵀβ ≤ 0, and two per harmful pair,
+        // h_p ≤ 0 and h_p − y_i x̃_iᵀβ ≤ 0.
         for (g, (group, basis)) in self.groups.iter().zip(&bases).enumerate() {
             for (c, &i) in basis.points.iter().enumerate() {
                 let coords = basis.coords.column(c);
                 if group.pattern.active[i] {
                     tr.row_dot(i, offset[g], coords.iter(), -self.y[i]);
+                    if group.pattern.pinned[i] {
+                        tr.row_dot(next, offset[g], coords.iter(), -group.sign);
+                        next += 1;
+                    }
                 } else {
                     tr.push(i, h0 + p, -1.0);
-                    tr.push(n + 2 * p, h0 + p, 1.0);
-                    tr.push(n + 2 * p + 1, h0 + p, 1.0);
-                    tr.row_dot(n + 2 * p + 1, offset[g], coords.iter(), -self.y[i]);
+                    tr.push(next, h0 + p, 1.0);
+                    tr.push(next + 1, h0 + p, 1.0);
+                    tr.row_dot(next + 1, offset[g], coords.iter(), -self.y[i]);
+                    next += 2;
                     p += 1;
                 }
             }
         }
         nvar += p;
-        let nonneg = n + 2 * p;
+        let nonneg = next;
         // Cones (t_G, γ_G): rows −t_G, −γ_G.
         let mut row = nonneg;
         for (g, basis) in bases.iter().enumerate() {
@@ -370,6 +403,21 @@ impl Program<'_> {
         Some(Solution { beta, objective })
     }
 
+    /// The constraint matrix's size: each modelled point of a group is a row
+    /// over its basis, of dimension at most min(points, d + 1).
+    fn entries(&self) -> usize {
+        let r = self.xt.ncols();
+        self.groups
+            .iter()
+            .map(|g| {
+                let s = (0..self.y.len())
+                    .filter(|&i| g.pattern.active[i] || g.pattern.harmful[i])
+                    .count();
+                s * s.min(r)
+            })
+            .sum()
+    }
+
     /// None when the optimum agrees with every group's pattern: each helpful
     /// pair on its assumed piece, each unmodelled harmful pair inactive.
     /// Otherwise the patterns to solve next: A as the optimum has it, W
@@ -391,14 +439,19 @@ impl Program<'_> {
                 for i in 0..self.y.len() {
                     let zi = group.sign * z[(g, i)];
                     let tol = SIGN_TOL * norms[g] * self.xnorm[i];
-                    if group.sign == self.y[i] {
-                        pattern.active[i] = if pattern.active[i] {
-                            zi >= -tol
-                        } else {
-                            zi > tol
-                        };
-                    } else if zi > tol {
-                        pattern.harmful[i] = true;
+                    let crossed = if pattern.active[i] {
+                        zi < -tol && !pattern.pinned[i]
+                    } else {
+                        zi > tol
+                    };
+                    if group.sign != self.y[i] {
+                        pattern.harmful[i] |= zi > tol;
+                    } else if crossed && pattern.flipped[i] {
+                        pattern.active[i] = true;
+                        pattern.pinned[i] = true;
+                    } else if crossed {
+                        pattern.active[i] = !pattern.active[i];
+                        pattern.flipped[i] = true;
                     }
                 }
                 changed |= pattern != group.pattern;

@@ -360,20 +360,35 @@ pub fn polish(
         warm.set(Some(cert.warm_start()));
         Ok((relu_net, cert))
     };
-    // The cone program's finish of a stage's iterate, kept only if certified.
     // The cone program's finish of a stage's iterate, kept only if certified
     // and, in the near mode, no farther from the start than the iterate.
     let finish_stage = |lag: &Lagrangian, theta: &DVector<f64>| {
         let fopts = opts.finish.as_ref()?;
-        let finished = finish(&lag.net(theta), data, fopts)?;
+        let tf = Instant::now();
+        let finished = finish(&lag.net(theta), data, fopts);
+        let trace = |what: String| {
+            if std::env::var_os("POLISH_TRACE").is_some() {
+                eprintln!("  finish: {what} ({:.2}s)", tf.elapsed().as_secs_f64());
+            }
+        };
+        let Some(finished) = finished else {
+            trace("declined (size, infeasible pattern or unsettled)".into());
+            return None;
+        };
         let relu_net = full(&finished.net, 0.0);
         if opts.mode == PolishMode::Near {
             let iterate = full(&lag.net(theta), lag.kappa);
-            if cosine(&start, &relu_net) < cosine(&start, &iterate) - fopts.near_slack {
+            let (cf, ci) = (cosine(&start, &relu_net), cosine(&start, &iterate));
+            if cf < ci - fopts.near_slack {
+                trace(format!("cos {cf:.4} vs the iterate's {ci:.4}: too far"));
                 return None;
             }
         }
         let cert = judge(&relu_net, train, opts, None).ok()?;
+        trace(format!(
+            "{} solves, ε_rel ≤ {:.3e}, {:?}",
+            finished.solves, cert.relative_upper, cert.verdict
+        ));
         (cert.verdict == Verdict::Kkt).then_some((relu_net, cert))
     };
     let theta0 = flat(&reduced);

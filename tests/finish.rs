@@ -143,6 +143,12 @@ fn finish_value_is_at_most_a_kkt_point_of_the_same_pattern() {
         value(&kkt)
     );
     assert!(assert_finished_is_kkt(&kkt, &data));
+    // A program above the size limit is refused, not built.
+    let tiny = FinishOptions {
+        max_entries: 10,
+        ..Default::default()
+    };
+    assert!(finish(&kkt, &data, &tiny).is_none());
 }
 
 #[test]
