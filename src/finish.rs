@@ -117,6 +117,15 @@ struct Pattern {
     pinned: Vec<bool>,
 }
 
+impl Pattern {
+    /// The points whose pairs the program models: A and W.
+    fn modelled(&self) -> Vec<usize> {
+        (0..self.active.len())
+            .filter(|&i| self.active[i] || self.harmful[i])
+            .collect()
+    }
+}
+
 /// Live neurons with the same sign and the same A. The program needs one β
 /// per group: neurons sharing (σ, A) contribute through their sum on the
 /// linear pieces, and splitting a group's β_G among them in proportion to
@@ -207,10 +216,7 @@ pub fn finish(net: &Network, data: &Dataset, opts: &FinishOptions) -> Option<Fin
     let xnorm: Vec<f64> = xt.row_iter().map(|row| row.norm()).collect();
     let mut patterns: Vec<Pattern> = live
         .iter()
-        .map(|lv| {
-            let wnorm = (net.w().row(lv.index).norm_squared() + net.b()[lv.index].powi(2)).sqrt();
-            initial_pattern(lv, &u, y, &xnorm, wnorm)
-        })
+        .map(|lv| initial_pattern(lv, &u, y, &xnorm, net.incoming_norm(lv.index)))
         .collect();
     for solves in 1..=opts.pattern_rounds + 1 {
         let groups = groups(&live, &patterns);
@@ -247,9 +253,7 @@ pub fn finish(net: &Network, data: &Dataset, opts: &FinishOptions) -> Option<Fin
 /// would be infeasible at that point.
 fn live_neurons(net: &Network, u: &DMatrix<f64>, y: &[f64], rel: f64) -> Vec<Live> {
     let m = net.width();
-    let mass: Vec<f64> = (0..m)
-        .map(|j| net.v()[j].abs() * (net.w().row(j).norm_squared() + net.b()[j].powi(2)).sqrt())
-        .collect();
+    let mass = net.masses();
     let top = mass.iter().cloned().fold(0.0, f64::max);
     // A neuron active on no point adds nothing to any margin: it stays dead.
     let active_somewhere = |j: usize| (0..u.nrows()).any(|i| u[(i, j)] > 0.0);
@@ -299,9 +303,7 @@ struct Basis {
 
 impl Basis {
     fn of(xt: &DMatrix<f64>, pattern: &Pattern) -> Self {
-        let points: Vec<usize> = (0..xt.nrows())
-            .filter(|&i| pattern.active[i] || pattern.harmful[i])
-            .collect();
+        let points = pattern.modelled();
         let cols = DMatrix::from_fn(xt.ncols(), points.len(), |k, c| xt[(points[c], k)]);
         let qr = cols.qr();
         Self {
@@ -391,8 +393,7 @@ impl Program<'_> {
                 .iter()
                 .map(|bs| SupportedConeT::SecondOrderConeT(bs.dim() + 1)),
         );
-        let p = CscMatrix::zeros((nvar, nvar));
-        let x = solve_cone(p, tr.matrix(row, nvar), &q, &b, &cones)?;
+        let x = solve_cone(tr.matrix(row, nvar), &q, &b, &cones)?;
         let r = self.xt.ncols();
         let mut beta = DMatrix::zeros(bases.len(), r);
         for (g, basis) in bases.iter().enumerate() {
@@ -410,9 +411,7 @@ impl Program<'_> {
         self.groups
             .iter()
             .map(|g| {
-                let s = (0..self.y.len())
-                    .filter(|&i| g.pattern.active[i] || g.pattern.harmful[i])
-                    .count();
+                let s = g.pattern.modelled().len();
                 s * s.min(r)
             })
             .sum()
@@ -439,14 +438,16 @@ impl Program<'_> {
                 for i in 0..self.y.len() {
                     let zi = group.sign * z[(g, i)];
                     let tol = SIGN_TOL * norms[g] * self.xnorm[i];
+                    if group.sign != self.y[i] {
+                        pattern.harmful[i] |= zi > tol;
+                        continue;
+                    }
                     let crossed = if pattern.active[i] {
                         zi < -tol && !pattern.pinned[i]
                     } else {
                         zi > tol
                     };
-                    if group.sign != self.y[i] {
-                        pattern.harmful[i] |= zi > tol;
-                    } else if crossed && pattern.flipped[i] {
+                    if crossed && pattern.flipped[i] {
                         pattern.active[i] = true;
                         pattern.pinned[i] = true;
                     } else if crossed {
@@ -497,10 +498,9 @@ impl Triplets {
     }
 }
 
-/// Clarabel on min ½xᵀPx + qᵀx s.t. Ax + s = b, s ∈ cones; the primal
-/// solution if it reports one.
+/// Clarabel on min qᵀx s.t. Ax + s = b, s ∈ cones; the primal solution if
+/// it reports one.
 fn solve_cone(
-    p: CscMatrix<f64>,
     a: CscMatrix<f64>,
     q: &[f64],
     b: &[f64],
@@ -514,6 +514,7 @@ fn solve_cone(
         .max_iter(200)
         .build()
         .ok()?;
+    let p = CscMatrix::zeros((q.len(), q.len()));
     let mut solver = DefaultSolver::new(&p, q, &a, b, cones, settings).ok()?;
     solver.solve();
     matches!(

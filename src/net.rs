@@ -299,7 +299,7 @@ impl Network {
     pub fn balanced(&self) -> Network {
         let mut out = self.clone();
         for j in 0..self.width() {
-            let a = (self.w.row(j).norm_squared() + self.b[j].powi(2)).sqrt();
+            let a = self.incoming_norm(j);
             let v = self.v[j].abs();
             if a > 0.0 && v > 0.0 {
                 let alpha = (v / a).sqrt();
@@ -311,12 +311,23 @@ impl Network {
         out
     }
 
+    /// ‖(w_j, b_j)‖, neuron j's incoming weights with its bias.
+    pub fn incoming_norm(&self, j: usize) -> f64 {
+        (self.w.row(j).norm_squared() + self.b[j].powi(2)).sqrt()
+    }
+
+    /// Each neuron's mass |v_j|·‖(w_j, b_j)‖: its share of ‖θ‖²/2 once
+    /// balanced.
+    pub fn masses(&self) -> Vec<f64> {
+        (0..self.width())
+            .map(|j| self.v[j].abs() * self.incoming_norm(j))
+            .collect()
+    }
+
     /// Neurons whose contribution is non-negligible: |v_j|·‖(w_j, b_j)‖ above
     /// `rel` times the largest such product.
     pub fn live_neurons(&self, rel: f64) -> usize {
-        let mass: Vec<f64> = (0..self.width())
-            .map(|j| self.v[j].abs() * (self.w.row(j).norm_squared() + self.b[j].powi(2)).sqrt())
-            .collect();
+        let mass = self.masses();
         let top = mass.iter().cloned().fold(0.0, f64::max);
         mass.iter().filter(|&&m| m > rel * top && m > 0.0).count()
     }

@@ -260,9 +260,7 @@ impl Lagrangian<'_> {
     fn prune(&mut self, theta: &mut DVector<f64>) {
         let net = self.net(theta);
         let (m, d) = (self.m, self.data.d());
-        let mass: Vec<f64> = (0..m)
-            .map(|j| net.v()[j].abs() * (net.w().row(j).norm_squared() + net.b()[j].powi(2)).sqrt())
-            .collect();
+        let mass = net.masses();
         let top = mass.iter().cloned().fold(0.0, f64::max);
         for j in (0..m).filter(|&j| mass[j] < PRUNE_REL * top) {
             for k in (j * d..(j + 1) * d).chain([m * d + j, m * d + m + j]) {

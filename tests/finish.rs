@@ -13,9 +13,7 @@ use kktcert::train::{train, TrainConfig};
 
 /// Σ_j |v_j|·‖(w_j, b_j)‖: ‖θ‖²/2 of the balanced net, the program's value.
 fn value(net: &Network) -> f64 {
-    (0..net.width())
-        .map(|j| net.v()[j].abs() * (net.w().row(j).norm_squared() + net.b()[j].powi(2)).sqrt())
-        .sum()
+    net.masses().iter().sum()
 }
 
 /// A continuation iterate: GD, then two smoothing stages without the finish.
@@ -106,27 +104,18 @@ fn finished_iterates_of_random_clustered_problems_are_certified_kkt() {
     assert!(tried == 30 && finished >= 24, "{finished} of {tried}");
 }
 
-/// The first 16 points of the `tiny` fixture.
-fn tiny16() -> Dataset {
-    let full = Dataset::load(&fixture("tiny").join("train.safetensors")).unwrap();
-    full.subset(&(0..16).collect::<Vec<_>>()).unwrap()
-}
-
 #[test]
 fn finish_value_is_at_most_a_kkt_point_of_the_same_pattern() {
     // A certified KKT point from the continuation alone: feasible for the
     // program of its own pattern, so the program's optimum is no larger.
     let data = tiny16();
-    let net = train(
+    let net = gd(
         &data,
         &TrainConfig {
             width: 6,
             ..Default::default()
         },
-        |_, _, _| Ok(()),
-    )
-    .unwrap()
-    .net;
+    );
     let opts = PolishOptions {
         stop_when_certified: true,
         finish: None,
@@ -154,16 +143,13 @@ fn finish_value_is_at_most_a_kkt_point_of_the_same_pattern() {
 #[test]
 fn polish_ends_at_the_first_finished_stage() {
     let data = tiny16();
-    let net = train(
+    let net = gd(
         &data,
         &TrainConfig {
             width: 8,
             ..Default::default()
         },
-        |_, _, _| Ok(()),
-    )
-    .unwrap()
-    .net;
+    );
     let opts = PolishOptions {
         mode: kktcert::polish::PolishMode::Sparse,
         ..Default::default()

@@ -66,16 +66,13 @@ fn unbalanced_layers_are_not_kkt() {
 #[test]
 fn gd_net_on_std_brackets_tightly_and_is_not_kkt() {
     let data = Dataset::load(&fixture("std").join("train.safetensors")).unwrap();
-    let net = train(
+    let net = gd(
         &data,
         &TrainConfig {
             width: 100,
             ..Default::default()
         },
-        |_, _, _| Ok(()),
-    )
-    .unwrap()
-    .net;
+    );
     for norm in [Norm::L2, Norm::Linf] {
         let c = certify(&net, &data, norm, &CertifyOptions::default()).unwrap();
         assert!(

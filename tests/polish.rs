@@ -7,25 +7,20 @@ use kktcert::data::Dataset;
 use kktcert::kkt::Verdict;
 use kktcert::net::Network;
 use kktcert::polish::{polish, PolishOptions};
-use kktcert::train::{train, TrainConfig};
+use kktcert::train::TrainConfig;
 use nalgebra::{DMatrix, DVector};
 
 #[test]
 fn polish_certifies_a_small_trained_net() {
-    let full = Dataset::load(&fixture("tiny").join("train.safetensors")).unwrap();
-    let idx: Vec<usize> = (0..16).collect();
-    let data = full.subset(&idx).unwrap();
-    let net = train(
+    let data = tiny16();
+    let net = gd(
         &data,
         &TrainConfig {
             width: 4,
             init_scale: 0.5,
             ..Default::default()
         },
-        |_, _, _| Ok(()),
-    )
-    .unwrap()
-    .net;
+    );
     let opts = PolishOptions {
         time_limit: Some(60.0),
         stop_when_certified: true,
@@ -98,7 +93,7 @@ fn polished(name: &str, width: usize) -> (Dataset, Network, kktcert::polish::Pol
         width,
         ..Default::default()
     };
-    let net = train(&data, &cfg, |_, _, _| Ok(())).unwrap().net;
+    let net = gd(&data, &cfg);
     let opts = PolishOptions {
         stop_when_certified: true,
         ..Default::default()

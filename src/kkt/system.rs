@@ -186,9 +186,7 @@ impl<'a> KktSystem<'a> {
         let hat = net.scaled(scale);
         let (n, m) = (data.n(), hat.width());
         let xnorm = DVector::from_iterator(n, x.row_iter().map(|r| r.norm()));
-        let wnorm: Vec<f64> = (0..m)
-            .map(|j| (hat.w().row(j).norm_squared() + hat.b()[j].powi(2)).sqrt())
-            .collect();
+        let wnorm: Vec<f64> = (0..m).map(|j| hat.incoming_norm(j)).collect();
         let mut amb = Vec::new();
         let mut strict = DMatrix::from_element(n, m, false);
         for j in 0..m {

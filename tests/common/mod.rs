@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use kktcert::data::Dataset;
+use kktcert::net::Network;
+use kktcert::train::{train, TrainConfig};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -12,6 +15,17 @@ pub fn root() -> PathBuf {
 /// A shipped fixture directory.
 pub fn fixture(name: &str) -> PathBuf {
     root().join("fixtures").join(name)
+}
+
+/// The first 16 points of the `tiny` fixture's training set.
+pub fn tiny16() -> Dataset {
+    let full = Dataset::load(&fixture("tiny").join("train.safetensors")).unwrap();
+    full.subset(&(0..16).collect::<Vec<_>>()).unwrap()
+}
+
+/// The net gradient descent trains on `data` with `cfg` (and no callback).
+pub fn gd(data: &Dataset, cfg: &TrainConfig) -> Network {
+    train(data, cfg, |_, _, _| Ok(())).unwrap().net
 }
 
 /// Runs the kktcert binary with `args`.
