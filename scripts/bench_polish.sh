@@ -19,10 +19,16 @@ for mode in near sparse; do
     --stop-when-certified --time-limit 600 | tail -n 2
 done
 
-echo "std, GD width 100 from a 10x smaller initialisation (--init-scale 0.01): near polish"
-$k --quiet train --data fixtures/std/train.safetensors --width 100 --init-scale 0.01 --out "$out/std100s.safetensors" >/dev/null
-t $k --quiet polish --net "$out/std100s.safetensors" --data fixtures/std/train.safetensors \
-  --test fixtures/std/test.safetensors --out "$out/std100s-near.safetensors" --stop-when-certified | tail -n 2
+echo "std, GD width 100 from smaller initialisations (seeds 0-4): near polish"
+for init in 0.01 0.03; do
+  for seed in 0 1 2 3 4; do
+    net="$out/std100-i$init-s$seed.safetensors"
+    $k --quiet train --data fixtures/std/train.safetensors --width 100 --init-scale $init --seed $seed --out "$net" >/dev/null
+    echo " --init-scale $init --seed $seed"
+    t $k --quiet polish --net "$net" --data fixtures/std/train.safetensors \
+      --test fixtures/std/test.safetensors --out "${net%.safetensors}-near.safetensors" --stop-when-certified | tail -n 2
+  done
+done
 
 echo "k=4, d=100,000, n=40, width 40: gen + train + polish + certify"
 t $k --quiet gen --k 4 --d 100000 --sigma 1 --n 40 --n-test 200 --means orthogonal --seed 3 --out "$out/big"

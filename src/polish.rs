@@ -24,9 +24,10 @@ use crate::finish::{finish, FinishOptions};
 use crate::kkt::{certify, Certificate, CertifyOptions, Norm, Verdict, WarmStart};
 use crate::lbfgs::minimize;
 use crate::net::{median_sorted, Activation, Network};
-use crate::span::Span;
-use nalgebra::DVector;
+use crate::span::{kkt_cosine_bound, Span};
+use nalgebra::{DMatrix, DVector};
 use serde::Serialize;
+use std::cell::Cell;
 use std::time::Instant;
 
 /// Which KKT point the polish heads for.
@@ -137,10 +138,11 @@ pub struct Stage {
 pub struct Movement {
     /// cos∠(θ_start, θ_polished).
     pub cosine: f64,
-    /// The largest cosine any KKT point can have with θ_start:
-    /// ‖P θ_start‖/‖θ_start‖, P projecting each w_j onto span{x_i} (where
-    /// every KKT point's w_j lies). The part of w_j outside the span — what
-    /// GD keeps from its initialisation — caps how near a KKT point can be.
+    /// The largest cosine any KKT point can have with θ_start
+    /// ([`kkt_cosine_bound`]: every KKT point's (w_j, b_j) lies in
+    /// span{(x_i, 1)} and is balanced against v_j). The part of w_j outside
+    /// the span — what GD keeps from its initialisation — caps how near a
+    /// KKT point can be.
     pub cosine_bound: f64,
     pub train_agreement: f64,
     pub test_agreement: Option<f64>,
@@ -229,14 +231,18 @@ impl Lagrangian<'_> {
     /// One augmented-Lagrangian round from `theta`: the inner L-BFGS solve
     /// (pruning once the proximal term is off) and the multiplier update
     /// λ ← max(0, λ − ρc).
-    fn round(
-        &mut self,
-        theta: &mut DVector<f64>,
-        gtol: f64,
-        max_inner: usize,
-        blocks: &[std::ops::Range<usize>],
-    ) -> Round {
-        let min = minimize(|t| self.eval(t), theta.clone(), gtol, max_inner, 12, blocks);
+    fn round(&mut self, theta: &mut DVector<f64>, gtol: f64, max_inner: usize) -> Round {
+        let (m, d) = (self.m, self.data.d());
+        // L-BFGS scales W, b and v separately.
+        let blocks = [0..m * d, m * d..m * d + m, m * d + m..m * (d + 2)];
+        let min = minimize(
+            |t| self.eval(t),
+            theta.clone(),
+            gtol,
+            max_inner,
+            12,
+            &blocks,
+        );
         *theta = min.x;
         if self.kappa == 0.0 {
             self.prune(theta);
@@ -311,123 +317,243 @@ pub fn polish(
     let start_cert = judge(&start, train, opts, None)?;
     if start_cert.verdict == Verdict::Kkt && opts.mode == PolishMode::Near {
         // Already a certified KKT point: the nearest one is itself.
-        let movement = movement(&start, &start, 0.0, train, test);
-        return Ok((
-            start,
-            PolishReport {
-                options: opts.clone(),
-                start: start_cert.clone(),
-                stages: Vec::new(),
-                certificate: start_cert,
-                movement,
-                seconds: t0.elapsed().as_secs_f64(),
-            },
-        ));
+        let movement = movement(&start, &start, train, test);
+        let report = PolishReport {
+            options: opts.clone(),
+            start: start_cert.clone(),
+            stages: Vec::new(),
+            certificate: start_cert,
+            movement,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        return Ok((start, report));
     }
-    let u_scale = median_abs_preactivation(&start, train);
-    // The span form (crate::span) when it is smaller: the optimiser works on
-    // (C, b, v) over Z; W⊥ only decays toward its proximal anchor.
-    let span = (train.n() < train.d()).then(|| Span::of(train.x()));
-    let reduced_data;
-    let (data, reduced, perp0) = match &span {
-        Some(sp) => {
-            let (c, perp) = sp.project(train.x(), start.w());
-            reduced_data = Dataset::new(sp.coords().clone(), train.y().to_vec(), None)?;
-            let net = Network::new(c, start.b().clone(), start.v().clone())?;
-            (&reduced_data, net, Some(perp))
-        }
-        None => (train, start.clone(), None),
-    };
-    let kappa0 = match opts.mode {
-        PolishMode::Near => opts.proximal,
-        PolishMode::Sparse => 0.0,
-    };
-    // The full network for reduced parameters at proximal weight κ: the
-    // minimiser of ½‖W⊥‖² + κ/2‖W⊥ − W⊥₀‖² is κ/(1+κ)·W⊥₀.
-    let full = |net: &Network, kappa: f64| match (&span, &perp0) {
-        (Some(sp), Some(p)) => sp.full_net(train.x(), net, &(p * (kappa / (1.0 + kappa)))),
-        _ => net.clone(),
-    };
-    // The ReLU net of reduced parameters θ at the stage's κ, and its
-    // certificate.
-    let warm = std::cell::Cell::new(Some(start_cert.warm_start()));
-    let judged = |lag: &Lagrangian, theta: &DVector<f64>| -> Result<(Network, Certificate)> {
-        let relu_net = full(&lag.net(theta), lag.kappa);
-        // Consecutive certificates share most of their support.
-        let cert = judge(&relu_net, train, opts, warm.take())?;
-        warm.set(Some(cert.warm_start()));
-        Ok((relu_net, cert))
-    };
-    // The cone program's finish of a stage's iterate, kept only if certified
-    // and, in the near mode, no farther from the start than the iterate.
-    let finish_stage = |lag: &Lagrangian, theta: &DVector<f64>| {
-        let fopts = opts.finish.as_ref()?;
-        let tf = Instant::now();
-        let finished = finish(&lag.net(theta), data, fopts);
-        let trace = |what: String| {
-            if std::env::var_os("POLISH_TRACE").is_some() {
-                eprintln!("  finish: {what} ({:.2}s)", tf.elapsed().as_secs_f64());
-            }
-        };
-        let Some(finished) = finished else {
-            trace("declined (size, infeasible pattern or unsettled)".into());
-            return None;
-        };
-        let relu_net = full(&finished.net, 0.0);
-        if opts.mode == PolishMode::Near {
-            let iterate = full(&lag.net(theta), lag.kappa);
-            let (cf, ci) = (cosine(&start, &relu_net), cosine(&start, &iterate));
-            if cf < ci - fopts.near_slack {
-                trace(format!("cos {cf:.4} vs the iterate's {ci:.4}: too far"));
-                return None;
-            }
-        }
-        let cert = judge(&relu_net, train, opts, None).ok()?;
-        trace(format!(
-            "{} solves, ε_rel ≤ {:.3e}, {:?}",
-            finished.solves, cert.relative_upper, cert.verdict
-        ));
-        (cert.verdict == Verdict::Kkt).then_some((relu_net, cert))
-    };
-    let theta0 = flat(&reduced);
-    let (m, d) = (reduced.width(), reduced.dim());
-    let blocks = [0..m * d, m * d..m * d + m, m * d + m..m * (d + 2)];
-    let mut lag = Lagrangian {
-        data,
-        m,
-        act: Activation::Relu,
-        lambda: DVector::from_vec(start_cert.lambda.clone()),
-        rho: 10.0,
-        kappa: kappa0,
-        anchor: theta0.clone(),
-        mask: DVector::from_element(theta0.len(), 1.0),
-    };
-    let mut theta = theta0.clone();
+    let (run, reduced) = Run::new(start, train, opts, &start_cert, t0)?;
+    let mut lag = run.lagrangian(reduced, &start_cert);
+    let mut theta = lag.anchor.clone();
     let mut best: Option<(Network, Certificate)> = None;
-    let mut stages = Vec::new();
-    let nst = opts.beta_factors.len();
-    let mut total_iters = 0usize;
-    let out_of_work = |total: usize, t0: &Instant| {
-        opts.time_limit
-            .is_some_and(|t| t0.elapsed().as_secs_f64() > t)
-            || opts.iteration_budget.is_some_and(|b| total >= b)
-    };
-    for (k, &factor) in opts.beta_factors.iter().enumerate() {
-        let ts = Instant::now();
-        let beta = factor / u_scale;
-        lag.act = Activation::Softplus(beta);
-        lag.kappa = if k + 1 == nst {
-            0.0
-        } else {
-            kappa0 * 0.1f64.powi(k as i32)
-        };
-        let mut iters = 0;
-        let mut prev_viol = f64::INFINITY;
-        let mut early = None;
+    let mut stages: Vec<Stage> = Vec::new();
+    for k in 0..opts.beta_factors.len() {
         let close = stages
             .last()
-            .is_some_and(|st: &Stage| st.relative_upper <= 10.0 * opts.tol);
-        let mut viol = f64::INFINITY;
+            .is_some_and(|st| st.relative_upper <= 10.0 * opts.tol);
+        let (stage, outcome) = run.stage(&mut lag, &mut theta, k, close);
+        if let Some((relu_net, cert)) = outcome {
+            if best
+                .as_ref()
+                .is_none_or(|(_, b)| cert.relative_upper < b.relative_upper)
+            {
+                best = Some((cert.scale_net(&relu_net), cert));
+            }
+        }
+        on_stage(&stage);
+        // A finished point is the polish's end: later stages only re-find it.
+        let done = stage.verdict == Verdict::Kkt && (opts.stop_when_certified || stage.finished);
+        stages.push(stage);
+        if done || run.out_of_work() {
+            break;
+        }
+    }
+    let (polished, certificate) = best.ok_or_else(|| {
+        Error::Numerical("polish produced no network that classifies the training set".into())
+    })?;
+    let movement = movement(&run.start, &polished, train, test);
+    Ok((
+        polished,
+        PolishReport {
+            options: opts.clone(),
+            start: start_cert,
+            stages,
+            certificate,
+            movement,
+            seconds: t0.elapsed().as_secs_f64(),
+        },
+    ))
+}
+
+/// The span form of the training data ([`crate::span`]), used when it is
+/// smaller: the optimiser works on (C, b, v) over Z, and W⊥ only decays
+/// toward its proximal anchor.
+struct SpanForm {
+    span: Span,
+    /// The training set in span coordinates (Z, y).
+    data: Dataset,
+    /// The start's W⊥, the part of W outside span{x_i}.
+    perp: DMatrix<f64>,
+}
+
+/// What every stage of one polish shares: the start, the space the
+/// optimiser works in, the budget spent so far and the certifier's warm
+/// start.
+struct Run<'a> {
+    opts: &'a PolishOptions,
+    train: &'a Dataset,
+    /// The balanced start rescaled to unit margin (θ₀).
+    start: Network,
+    span: Option<SpanForm>,
+    /// The unit of β: median |u_ij| of the start.
+    u_scale: f64,
+    /// κ₀ of the mode (0 in the sparse mode).
+    kappa0: f64,
+    /// Consecutive certificates share most of their support.
+    warm: Cell<Option<WarmStart>>,
+    iterations: Cell<usize>,
+    t0: Instant,
+}
+
+impl<'a> Run<'a> {
+    /// The run and the start in the optimiser's coordinates.
+    fn new(
+        start: Network,
+        train: &'a Dataset,
+        opts: &'a PolishOptions,
+        start_cert: &Certificate,
+        t0: Instant,
+    ) -> Result<(Self, Network)> {
+        let u_scale = median_abs_preactivation(&start, train);
+        let (span, reduced) = if train.n() < train.d() {
+            let span = Span::of(train.x());
+            let (c, perp) = span.project(train.x(), start.w());
+            let data = Dataset::new(span.coords().clone(), train.y().to_vec(), None)?;
+            let reduced = Network::new(c, start.b().clone(), start.v().clone())?;
+            (Some(SpanForm { span, data, perp }), reduced)
+        } else {
+            (None, start.clone())
+        };
+        let kappa0 = match opts.mode {
+            PolishMode::Near => opts.proximal,
+            PolishMode::Sparse => 0.0,
+        };
+        let run = Self {
+            opts,
+            train,
+            start,
+            span,
+            u_scale,
+            kappa0,
+            warm: Cell::new(Some(start_cert.warm_start())),
+            iterations: Cell::new(0),
+            t0,
+        };
+        Ok((run, reduced))
+    }
+
+    /// The data the optimiser sees.
+    fn data(&self) -> &Dataset {
+        self.span.as_ref().map_or(self.train, |s| &s.data)
+    }
+
+    /// The augmented Lagrangian anchored at `reduced`, with the start's
+    /// certified multipliers.
+    fn lagrangian(&self, reduced: Network, start_cert: &Certificate) -> Lagrangian<'_> {
+        let anchor = flat(&reduced);
+        Lagrangian {
+            data: self.data(),
+            m: reduced.width(),
+            act: Activation::Relu,
+            lambda: DVector::from_vec(start_cert.lambda.clone()),
+            rho: 10.0,
+            kappa: self.kappa0,
+            mask: DVector::from_element(anchor.len(), 1.0),
+            anchor,
+        }
+    }
+
+    /// Stage k's smoothing: β_k in units of the start's median |u_ij|.
+    fn beta(&self, k: usize) -> f64 {
+        self.opts.beta_factors[k] / self.u_scale
+    }
+
+    /// Stage k's proximal weight: κ₀·0.1^k, and 0 in the last stage.
+    fn kappa(&self, k: usize) -> f64 {
+        if k + 1 == self.opts.beta_factors.len() {
+            0.0
+        } else {
+            self.kappa0 * 0.1f64.powi(k as i32)
+        }
+    }
+
+    fn out_of_work(&self) -> bool {
+        self.opts
+            .time_limit
+            .is_some_and(|t| self.t0.elapsed().as_secs_f64() > t)
+            || self
+                .opts
+                .iteration_budget
+                .is_some_and(|b| self.iterations.get() >= b)
+    }
+
+    /// The full network for reduced parameters at proximal weight κ: the
+    /// minimiser of ½‖W⊥‖² + κ/2‖W⊥ − W⊥₀‖² is κ/(1+κ)·W⊥₀.
+    fn full(&self, net: &Network, kappa: f64) -> Network {
+        match &self.span {
+            Some(s) => s
+                .span
+                .full_net(self.train.x(), net, &(&s.perp * (kappa / (1.0 + kappa)))),
+            None => net.clone(),
+        }
+    }
+
+    /// The ReLU net of reduced parameters θ at the stage's κ, and its
+    /// certificate.
+    fn judged(&self, lag: &Lagrangian, theta: &DVector<f64>) -> Result<(Network, Certificate)> {
+        let relu_net = self.full(&lag.net(theta), lag.kappa);
+        let cert = judge(&relu_net, self.train, self.opts, self.warm.take())?;
+        self.warm.set(Some(cert.warm_start()));
+        Ok((relu_net, cert))
+    }
+
+    /// Continuation stage k: augmented-Lagrangian rounds from θ at the
+    /// stage's β and κ, the certificate of the ReLU net they reach, and the
+    /// cone program's finish when that is not `kkt`.
+    fn stage(
+        &self,
+        lag: &mut Lagrangian,
+        theta: &mut DVector<f64>,
+        k: usize,
+        close: bool,
+    ) -> (Stage, Option<(Network, Certificate)>) {
+        let ts = Instant::now();
+        lag.act = Activation::Softplus(self.beta(k));
+        lag.kappa = self.kappa(k);
+        if std::env::var_os("POLISH_TRACE").is_some() {
+            eprintln!("stage {k}: β={:.3e} κ={:.1e}", self.beta(k), lag.kappa);
+        }
+        let (viol, iterations, early) = self.rounds(lag, theta, close);
+        let mut outcome = early.map_or_else(|| self.judged(lag, theta), Ok).ok();
+        let mut finished = false;
+        if let Some(done) = outcome
+            .as_ref()
+            .is_none_or(|(_, c)| c.verdict != Verdict::Kkt)
+            .then(|| self.finish_stage(lag, theta, outcome.as_ref().map(|(n, _)| n)))
+            .flatten()
+        {
+            outcome = Some(done);
+            finished = true;
+        }
+        let record = StageRecord {
+            beta: self.beta(k),
+            max_violation: viol,
+            rho: lag.rho,
+            lbfgs_iterations: iterations,
+            finished,
+            seconds: ts.elapsed().as_secs_f64(),
+        };
+        (record.stage(outcome.as_ref().map(|(_, c)| c)), outcome)
+    }
+
+    /// The stage's augmented-Lagrangian rounds: the last violation, the
+    /// L-BFGS iterations spent, and the certified net if one round's
+    /// iterate already passed (checked only for a stage that starts `close`
+    /// to certified under `stop_when_certified`).
+    fn rounds(
+        &self,
+        lag: &mut Lagrangian,
+        theta: &mut DVector<f64>,
+        close: bool,
+    ) -> (f64, usize, Option<(Network, Certificate)>) {
+        let opts = self.opts;
+        let ts = Instant::now();
         let floor = GTOL_FLOOR;
         // Inexact inner solves early, exact ones late (the usual AL schedule).
         let mut gtol = 1e-5 * (1.0 + theta.amax());
@@ -441,23 +567,16 @@ pub fn polish(
         } else {
             opts.far_outer.max(1)
         };
+        let (mut iters, mut viol, mut prev_viol) = (0, f64::INFINITY, f64::INFINITY);
         for _ in 0..outer {
-            let round = lag.round(&mut theta, gtol, opts.max_inner, &blocks);
+            let round = lag.round(theta, gtol, opts.max_inner);
             let inner_done = round.grad_norm <= gtol;
             // Below ~1e-9 the Armijo test drowns in rounding of L itself.
             gtol = (gtol * 0.1).max(floor * (1.0 + theta.amax()));
-            if std::env::var_os("POLISH_TRACE").is_some() {
-                eprintln!(
-                    "  β={beta:.3e} ρ={:.1e} it={} |g|={:.2e} gtol={:.1e} t={:.1}s",
-                    lag.rho,
-                    round.iterations,
-                    round.grad_norm,
-                    gtol,
-                    ts.elapsed().as_secs_f64()
-                );
-            }
+            trace_round(lag.rho, &round, gtol, &ts);
             iters += round.iterations;
-            total_iters += round.iterations;
+            self.iterations
+                .set(self.iterations.get() + round.iterations);
             viol = round.violation;
             let dl = round.multiplier_change;
             let floor_reached = gtol <= floor * (1.0 + theta.amax()) && inner_done;
@@ -477,69 +596,72 @@ pub fn polish(
             // checked: a certificate with hundreds of near-kink pairs costs
             // as much as a few hundred L-BFGS steps.)
             if opts.stop_when_certified && close {
-                if let Ok((net, cert)) = judged(&lag, &theta) {
+                if let Ok((net, cert)) = self.judged(lag, theta) {
                     if cert.verdict == Verdict::Kkt {
-                        early = Some((net, cert));
-                        break;
+                        return (viol, iters, Some((net, cert)));
                     }
                 }
             }
-            if out_of_work(total_iters, &t0) {
+            if self.out_of_work() {
                 break;
             }
         }
-        let mut outcome = early.map_or_else(|| judged(&lag, &theta), Ok).ok();
-        let mut finished = false;
-        if outcome
-            .as_ref()
-            .is_none_or(|(_, c)| c.verdict != Verdict::Kkt)
-        {
-            if let Some(done) = finish_stage(&lag, &theta) {
-                outcome = Some(done);
-                finished = true;
-            }
-        }
-        let record = StageRecord {
-            beta,
-            max_violation: viol,
-            rho: lag.rho,
-            lbfgs_iterations: iters,
-            finished,
-            seconds: ts.elapsed().as_secs_f64(),
-        };
-        let stage = record.stage(outcome.as_ref().map(|(_, c)| c));
-        if let Some((relu_net, cert)) = outcome {
-            if best
-                .as_ref()
-                .is_none_or(|(_, b)| cert.relative_upper < b.relative_upper)
-            {
-                best = Some((cert.scale_net(&relu_net), cert));
-            }
-        }
-        on_stage(&stage);
-        // A finished point is the polish's end: later stages only re-find it.
-        let done = stage.verdict == Verdict::Kkt && (opts.stop_when_certified || stage.finished);
-        stages.push(stage);
-        if done || out_of_work(total_iters, &t0) {
-            break;
-        }
+        (viol, iters, None)
     }
-    let (polished, certificate) = best.ok_or_else(|| {
-        Error::Numerical("polish produced no network that classifies the training set".into())
-    })?;
-    let perp_sq = perp0.as_ref().map_or(0.0, |p| p.norm_squared());
-    let movement = movement(&start, &polished, perp_sq, train, test);
-    Ok((
-        polished,
-        PolishReport {
-            options: opts.clone(),
-            start: start_cert,
-            stages,
-            certificate,
-            movement,
-            seconds: t0.elapsed().as_secs_f64(),
-        },
-    ))
+
+    /// The cone program's finish of a stage's iterate (whose ReLU net is
+    /// `iterate` when the stage could lift it), kept only if certified
+    /// and, in the near mode, no farther from the start than the iterate.
+    fn finish_stage(
+        &self,
+        lag: &Lagrangian,
+        theta: &DVector<f64>,
+        iterate: Option<&Network>,
+    ) -> Option<(Network, Certificate)> {
+        let fopts = self.opts.finish.as_ref()?;
+        let tf = Instant::now();
+        let trace = |what: String| {
+            if std::env::var_os("POLISH_TRACE").is_some() {
+                eprintln!("  finish: {what} ({:.2}s)", tf.elapsed().as_secs_f64());
+            }
+        };
+        let Some(finished) = finish(&lag.net(theta), self.data(), fopts) else {
+            trace("declined (size, infeasible pattern or unsettled)".into());
+            return None;
+        };
+        let relu_net = self.full(&finished.net, 0.0);
+        if self.opts.mode == PolishMode::Near {
+            let ci = match iterate {
+                Some(net) => cosine(&self.start, net),
+                None => cosine(&self.start, &self.full(&lag.net(theta), lag.kappa)),
+            };
+            let cf = cosine(&self.start, &relu_net);
+            if cf < ci - fopts.near_slack {
+                trace(format!("cos {cf:.4} vs the iterate's {ci:.4}: too far"));
+                return None;
+            }
+        }
+        let cert = judge(&relu_net, self.train, self.opts, None).ok()?;
+        trace(format!(
+            "{} solves, ε_rel ≤ {:.3e}, {:?}",
+            finished.solves, cert.relative_upper, cert.verdict
+        ));
+        (cert.verdict == Verdict::Kkt).then_some((relu_net, cert))
+    }
+}
+
+/// `POLISH_TRACE=1`: one line per augmented-Lagrangian round.
+fn trace_round(rho: f64, round: &Round, gtol: f64, since: &Instant) {
+    if std::env::var_os("POLISH_TRACE").is_some() {
+        eprintln!(
+            "  ρ={:.1e} it={} |g|={:.2e} gtol={:.1e} t={:.1}s",
+            rho,
+            round.iterations,
+            round.grad_norm,
+            gtol,
+            since.elapsed().as_secs_f64()
+        );
+    }
 }
 
 /// A stage's own numbers, before its certificate.
@@ -615,17 +737,10 @@ fn agreement(a: &Network, b: &Network, data: &Dataset) -> f64 {
     same as f64 / data.n() as f64
 }
 
-fn movement(
-    start: &Network,
-    end: &Network,
-    perp_sq: f64,
-    train: &Dataset,
-    test: Option<&Dataset>,
-) -> Movement {
-    let norm_sq = flat(start).norm_squared();
+fn movement(start: &Network, end: &Network, train: &Dataset, test: Option<&Dataset>) -> Movement {
     Movement {
         cosine: cosine(start, end),
-        cosine_bound: ((norm_sq - perp_sq).max(0.0) / norm_sq).sqrt(),
+        cosine_bound: kkt_cosine_bound(start, train.x()),
         train_agreement: agreement(start, end, train),
         test_agreement: test.map(|t| agreement(start, end, t)),
         live_neurons_before: start.live_neurons(LIVE_REL),

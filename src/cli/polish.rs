@@ -100,7 +100,7 @@ pub fn run(a: Args) -> Result<()> {
         rep.start.relative_lower, rep.start.relative_upper, c.relative_lower, c.relative_upper, c.relative_complementarity, c.verdict, c.act_tol, c.act_tol, rep.seconds
     );
     println!(
-        "moved: cos(θ0, θ) = {:.4} (no KKT point can exceed {:.4}: the start's part outside span{{x_i}}), train agreement {:.4}, test agreement {}, live neurons {} → {}",
+        "moved: cos(θ0, θ) = {:.4} (no KKT point can exceed {:.4}: the start's part outside span{{(x_i, 1)}}), train agreement {:.4}, test agreement {}, live neurons {} → {}",
         mv.cosine,
         mv.cosine_bound,
         mv.train_agreement,
