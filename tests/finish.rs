@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use kktcert::data::{Dataset, Fixture, FixtureSpec, LabelRule, MeansKind, FIXTURE_FORMAT};
+use kktcert::data::Dataset;
 use kktcert::finish::{finish, FinishOptions};
 use kktcert::kkt::{certify, CertifyOptions, Norm, Verdict};
 use kktcert::net::Network;
@@ -68,27 +68,11 @@ fn assert_finished_is_kkt(net: &Network, data: &Dataset) -> bool {
     true
 }
 
-fn clustered(seed: u64) -> Dataset {
-    let k = 2 + (seed % 5) as usize;
-    let spec = FixtureSpec {
-        format: FIXTURE_FORMAT.into(),
-        k,
-        d: 6 + (seed % 13) as usize,
-        sigma: 1.0,
-        n: 4 * k,
-        n_test: 1,
-        seed,
-        means: MeansKind::Sphere,
-        labels: LabelRule::Balanced,
-    };
-    Fixture::generate(spec).unwrap().train
-}
-
 #[test]
 fn finished_iterates_of_random_clustered_problems_are_certified_kkt() {
     let (mut tried, mut finished) = (0, 0);
     for seed in 0..100 {
-        let data = clustered(seed);
+        let data = clustered(seed, 6 + (seed % 13) as usize);
         // GD that does not classify every point has no iterate to finish.
         let Some(net) = iterate(&data, 3 + (seed % 6) as usize, seed) else {
             continue;

@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use kktcert::data::Dataset;
+use kktcert::data::{Dataset, Fixture, FixtureSpec, LabelRule, MeansKind, FIXTURE_FORMAT};
 use kktcert::net::Network;
 use kktcert::train::{train, TrainConfig};
 use std::path::{Path, PathBuf};
@@ -21,6 +21,24 @@ pub fn fixture(name: &str) -> PathBuf {
 pub fn tiny16() -> Dataset {
     let full = Dataset::load(&fixture("tiny").join("train.safetensors")).unwrap();
     full.subset(&(0..16).collect::<Vec<_>>()).unwrap()
+}
+
+/// A small clustered training set (k = 2–6 clusters of 4 points, σ = 1)
+/// of dimension `d`, drawn from `seed`.
+pub fn clustered(seed: u64, d: usize) -> Dataset {
+    let k = 2 + (seed % 5) as usize;
+    let spec = FixtureSpec {
+        format: FIXTURE_FORMAT.into(),
+        k,
+        d,
+        sigma: 1.0,
+        n: 4 * k,
+        n_test: 1,
+        seed,
+        means: MeansKind::Sphere,
+        labels: LabelRule::Balanced,
+    };
+    Fixture::generate(spec).unwrap().train
 }
 
 /// The net gradient descent trains on `data` with `cfg` (and no callback).
