@@ -558,3 +558,57 @@ fn assemble(
     }
     Network::new(w, b, v).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One positive group on two positive points x̃ = (1, 1) and (−1, 1).
+    fn program<'a>(xt: &'a DMatrix<f64>, groups: &'a [Group]) -> Program<'a> {
+        const XNORM: [f64; 2] = [std::f64::consts::SQRT_2; 2];
+        const Y: [f64; 2] = [1.0, 1.0];
+        Program {
+            xt,
+            xnorm: &XNORM,
+            y: &Y,
+            groups,
+            max_entries: usize::MAX,
+        }
+    }
+
+    fn group(active: [bool; 2], flipped: [bool; 2], pinned: [bool; 2]) -> Group {
+        Group {
+            sign: 1.0,
+            pattern: Pattern {
+                active: active.to_vec(),
+                harmful: vec![false; 2],
+                flipped: flipped.to_vec(),
+                pinned: pinned.to_vec(),
+            },
+            members: vec![0],
+        }
+    }
+
+    #[test]
+    fn a_pair_that_crosses_twice_is_pinned_on_the_linear_piece() {
+        let xt = DMatrix::from_row_slice(2, 2, &[1.0, 1.0, -1.0, 1.0]);
+        // β = (−1, 0.5): β·x̃ = −0.5 on point 0 (assumed active) and 1.5 on
+        // point 1 (assumed inactive): both cross.
+        let beta = DMatrix::from_row_slice(1, 2, &[-1.0, 0.5]);
+        // First crossing of each: moved across A, marked flipped.
+        let groups = [group([true, false], [false, false], [false, false])];
+        let next = program(&xt, &groups).disagreements(&beta).unwrap();
+        assert_eq!(next[0].active, [false, true]);
+        assert_eq!(next[0].flipped, [true, true]);
+        assert_eq!(next[0].pinned, [false, false]);
+        // Point 0 crossed before: now pinned in A (its row σβᵀx̃ ≥ 0 holds it
+        // at the kink), not moved back; point 1's first crossing moves it.
+        let groups = [group([true, false], [true, false], [false, false])];
+        let next = program(&xt, &groups).disagreements(&beta).unwrap();
+        assert_eq!(next[0].active, [true, true]);
+        assert_eq!(next[0].pinned, [true, false]);
+        // A pinned pair below zero is no disagreement: the pattern settles.
+        let groups = [group([true, true], [true, true], [true, false])];
+        assert!(program(&xt, &groups).disagreements(&beta).is_none());
+    }
+}
