@@ -132,18 +132,27 @@ pub fn kkt_cosine_bound(start: &Network, x: &DMatrix<f64>) -> f64 {
 /// (d+1)×(d+1) Gram — never both dimensions at once.
 fn projected_incoming_norms(net: &Network, x: &DMatrix<f64>) -> DVector<f64> {
     let (n, d) = x.shape();
-    let xt = DMatrix::from_fn(n, d + 1, |i, c| if c < d { x[(i, c)] } else { 1.0 });
+    // The Gram of the (x_i, 1) either way round, without copying X.
     let (gram, coords) = if n <= d + 1 {
-        (&xt * xt.transpose(), net.preactivations(x))
+        ((x * x.transpose()).add_scalar(1.0), net.preactivations(x))
     } else {
-        let a = DMatrix::from_fn(net.width(), d + 1, |j, c| {
+        let mut gram = DMatrix::zeros(d + 1, d + 1);
+        gram.view_mut((0, 0), (d, d))
+            .copy_from(&(x.transpose() * x));
+        let sums = x.row_sum();
+        for c in 0..d {
+            gram[(c, d)] = sums[c];
+            gram[(d, c)] = sums[c];
+        }
+        gram[(d, d)] = n as f64;
+        let a = DMatrix::from_fn(d + 1, net.width(), |c, j| {
             if c < d {
                 net.w()[(j, c)]
             } else {
                 net.b()[j]
             }
         });
-        (xt.transpose() * &xt, a.transpose())
+        (gram, a)
     };
     let eig = SymmetricEigen::new(gram);
     let top = eig.eigenvalues.amax();
