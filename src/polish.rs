@@ -521,15 +521,16 @@ impl<'a> Run<'a> {
         }
         let (viol, iterations, early) = self.rounds(lag, theta, close);
         let mut outcome = early.map_or_else(|| self.judged(lag, theta), Ok).ok();
-        let mut finished = false;
-        if let Some(done) = outcome
+        let certified = outcome
             .as_ref()
-            .is_none_or(|(_, c)| c.verdict != Verdict::Kkt)
-            .then(|| self.finish_stage(lag, theta, outcome.as_ref().map(|(n, _)| n)))
-            .flatten()
-        {
-            outcome = Some(done);
-            finished = true;
+            .is_some_and(|(_, c)| c.verdict == Verdict::Kkt);
+        let mut finished = false;
+        if !certified {
+            let iterate = outcome.as_ref().map(|(net, _)| net);
+            if let Some(done) = self.finish_stage(lag, theta, iterate) {
+                outcome = Some(done);
+                finished = true;
+            }
         }
         let record = StageRecord {
             beta: self.beta(k),
