@@ -38,6 +38,7 @@
 
 use crate::data::Dataset;
 use crate::net::Network;
+use crate::span::augmented;
 use clarabel::algebra::CscMatrix;
 use clarabel::solver::{
     DefaultSettingsBuilder, DefaultSolver, IPSolver, SolverStatus, SupportedConeT,
@@ -278,12 +279,6 @@ fn live_neurons(net: &Network, u: &DMatrix<f64>, y: &[f64], rel: f64) -> Vec<Liv
             mass: mass[j],
         })
         .collect()
-}
-
-/// The rows (x_i, 1).
-fn augmented(x: &DMatrix<f64>) -> DMatrix<f64> {
-    let (n, d) = x.shape();
-    DMatrix::from_fn(n, d + 1, |i, k| if k < d { x[(i, k)] } else { 1.0 })
 }
 
 /// Below this relative size, σ_j β_jᵀx̃_i counts as zero when checking

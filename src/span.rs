@@ -97,6 +97,13 @@ impl Span {
     }
 }
 
+/// The rows (x_i, 1) of `x`: the inputs as the first layer with its bias
+/// sees them.
+pub fn augmented(x: &DMatrix<f64>) -> DMatrix<f64> {
+    let (n, d) = x.shape();
+    DMatrix::from_fn(n, d + 1, |i, k| if k < d { x[(i, k)] } else { 1.0 })
+}
+
 /// The largest cos∠(θ₀, θ*) any KKT point θ* of Problem (2) can have with
 /// `start` on training inputs `x`.
 ///
@@ -132,8 +139,9 @@ pub fn kkt_cosine_bound(start: &Network, x: &DMatrix<f64>) -> f64 {
 /// (d+1)×(d+1) Gram — never both dimensions at once.
 fn projected_incoming_norms(net: &Network, x: &DMatrix<f64>) -> DVector<f64> {
     let (n, d) = x.shape();
+    let through_points = n <= d + 1;
     // The Gram of the (x_i, 1) either way round, without copying X.
-    let (gram, coords) = if n <= d + 1 {
+    let (gram, coords) = if through_points {
         ((x * x.transpose()).add_scalar(1.0), net.preactivations(x))
     } else {
         let mut gram = DMatrix::zeros(d + 1, d + 1);
@@ -158,7 +166,7 @@ fn projected_incoming_norms(net: &Network, x: &DMatrix<f64>) -> DVector<f64> {
     let top = eig.eigenvalues.amax();
     // n ≤ d+1: coordinates u_j = X̃ a_j, and ‖P a_j‖² = Σ_k (e_kᵀ u_j)²/λ_k;
     // else ‖P a_j‖² = Σ_k (e_kᵀ a_j)², over the non-negligible λ_k.
-    let scale = |l: f64| if n <= d + 1 { 1.0 / l } else { 1.0 };
+    let scale = |l: f64| if through_points { 1.0 / l } else { 1.0 };
     let mut sq = DVector::zeros(net.width());
     for (k, &l) in eig.eigenvalues.iter().enumerate() {
         if l > RANK_TOL * top {
@@ -197,9 +205,13 @@ mod tests {
     /// ‖P a‖ by an explicit orthonormal basis (QR) of span{(x_i, 1)}.
     fn qr_projected_norms(net: &Network, x: &DMatrix<f64>) -> Vec<f64> {
         let (n, d) = x.shape();
-        let xt = DMatrix::from_fn(d + 1, n, |c, i| if c < d { x[(i, c)] } else { 1.0 });
         let rank = n.min(d + 1);
-        let q = xt.qr().q().columns(0, rank).into_owned();
+        let q = augmented(x)
+            .transpose()
+            .qr()
+            .q()
+            .columns(0, rank)
+            .into_owned();
         (0..net.width())
             .map(|j| {
                 let a = DVector::from_fn(
@@ -237,7 +249,7 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
         let (n, d, m) = (5, 12, 4);
         let x = DMatrix::from_fn(n, d, |_, _| rng.gen_range(-1.0..1.0));
-        let xt = DMatrix::from_fn(n, d + 1, |i, c| if c < d { x[(i, c)] } else { 1.0 });
+        let xt = augmented(&x);
         let start = random_net(&mut rng, m, d);
         let bound = kkt_cosine_bound(&start, &x);
         assert!(bound < 1.0 - 1e-3, "{bound}");
@@ -280,7 +292,7 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
         for (n, d) in [(4, 9), (20, 3)] {
             let x = DMatrix::from_fn(n, d, |_, _| rng.gen_range(-1.0..1.0));
-            let xt = DMatrix::from_fn(n, d + 1, |i, c| if c < d { x[(i, c)] } else { 1.0 });
+            let xt = augmented(&x);
             let a = DMatrix::from_fn(3, n, |_, _| rng.gen_range(-1.0..1.0)) * &xt;
             let v = DVector::from_fn(3, |j, _| a.row(j).norm() * if j == 1 { -1.0 } else { 1.0 });
             let net =
