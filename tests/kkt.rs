@@ -284,3 +284,65 @@ fn scipy_agrees_on_the_same_g() {
         assert!((up - w).abs() <= 1e-7 * w, "{norm}: {up} vs SciPy {w}");
     }
 }
+
+/// The span form loses nothing: on random GD nets of small clustered
+/// problems with d > n (so W keeps an initialisation part W⊥ outside
+/// span{x_i}), the certificate of the span coordinates (C, b, v) on Z
+/// equals that of the in-span net C Qᵀ on X, and W⊥, orthogonal to every
+/// margin gradient, adds exactly (scale·‖W⊥‖)² to the squared residual.
+#[test]
+fn span_form_and_full_form_certificates_agree() {
+    let exact = CertifyOptions {
+        tol: 1e-6,
+        delta_rel: None,
+        act_tol: 0.0,
+        ..Default::default()
+    };
+    let mut checked = 0;
+    for seed in 0..12u64 {
+        let data = clustered(seed, 40);
+        let cfg = TrainConfig {
+            width: 3 + (seed % 4) as usize,
+            init_scale: 0.5,
+            seed,
+            steps: 300,
+            ..Default::default()
+        };
+        let net = train(&data, &cfg, |_, _, _| Ok(())).unwrap().net;
+        if net.margins(&data).iter().any(|&q| q <= 0.0) {
+            continue;
+        }
+        let span = kktcert::span::Span::of(data.x());
+        let (c, perp) = span.project(data.x(), net.w());
+        assert!(perp.norm() > 1e-3 * net.w().norm(), "W⊥ is not exercised");
+        let reduced = Network::new(c, net.b().clone(), net.v().clone()).unwrap();
+        let z = Dataset::new(span.coords().clone(), data.y().to_vec(), None).unwrap();
+        let in_span = span.full_net(
+            data.x(),
+            &reduced,
+            &DMatrix::zeros(perp.nrows(), perp.ncols()),
+        );
+        let of_span = certify(&reduced, &z, Norm::L2, &exact).unwrap();
+        let of_in = certify(&in_span, &data, Norm::L2, &exact).unwrap();
+        let of_full = certify(&net, &data, Norm::L2, &exact).unwrap();
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-8 * (1.0 + a.abs().max(b.abs()));
+        assert!(
+            close(of_span.upper, of_in.upper),
+            "{} vs {}",
+            of_span.upper,
+            of_in.upper
+        );
+        assert!(
+            close(of_span.lower, of_in.lower),
+            "{} vs {}",
+            of_span.lower,
+            of_in.lower
+        );
+        let perp_sq = (of_full.scale * perp.norm()).powi(2);
+        let want = (of_in.upper.powi(2) + perp_sq).sqrt();
+        assert!(close(of_full.upper, want), "{} vs {want}", of_full.upper);
+        assert!(of_full.lower <= of_full.upper && of_full.lower >= of_in.lower * (1.0 - 1e-8));
+        checked += 1;
+    }
+    assert!(checked >= 8, "only {checked} nets fit");
+}
