@@ -19,7 +19,8 @@ pub struct Minimum {
 }
 
 /// Minimises `f` (returning value and gradient) from `x0` until
-/// ‖∇f‖∞ ≤ `gtol` or `max_iter` iterations. `blocks` partitions the
+/// ‖∇f‖∞ ≤ `gtol` or `max_iter` iterations, or at once when `f` returns
+/// −∞ (the caller's way to say its goal is reached). `blocks` partitions the
 /// coordinates into groups of similar curvature: the initial inverse Hessian
 /// is scaled per block (a block-wise Barzilai–Borwein step), which matters
 /// when, as in a network's (W, b, v), the blocks differ by orders of magnitude.
@@ -34,6 +35,9 @@ pub fn minimize(
     let mut x = x0;
     let (mut fx, mut g) = f(&x);
     let mut evals = 1;
+    if fx == f64::NEG_INFINITY {
+        g.fill(0.0);
+    }
     let mut hist: VecDeque<(DVector<f64>, DVector<f64>, f64)> = VecDeque::new();
     let mut it = 0;
     while it < max_iter && g.amax() > gtol {
@@ -54,6 +58,15 @@ pub fn minimize(
             let xn = &x + &d * step;
             let (fn_, gn) = f(&xn);
             evals += 1;
+            if fn_ == f64::NEG_INFINITY {
+                return Minimum {
+                    grad_norm: 0.0,
+                    x: xn,
+                    value: fn_,
+                    iterations: it,
+                    evaluations: evals,
+                };
+            }
             // Armijo, or — once decreases drown in the rounding of f — the
             // approximate Wolfe test of Hager & Zhang: f no worse beyond
             // noise and the slope along d reduced.

@@ -21,6 +21,7 @@ pub mod linalg;
 pub mod net;
 pub mod onnx;
 pub mod polish;
+pub mod quadratic;
 pub mod regime;
 pub mod report;
 pub mod resources;

@@ -9,6 +9,7 @@ use kktcert::data::Fixture;
 use kktcert::distance::{DistanceOptions, DistanceSolver, PointDistance, Status};
 use kktcert::linalg::{ldp, Ldp};
 use kktcert::net::Network;
+use kktcert::quadratic::flip_distance_bound;
 use kktcert::robust::robust_network;
 use nalgebra::{DMatrix, DVector};
 use quickcheck::{QuickCheck, TestResult};
@@ -429,4 +430,79 @@ fn high_dimensional_inputs_search_in_the_span_of_w() {
         checked += 1;
     }
     assert!(checked >= 40, "{checked}");
+}
+
+/// N(x) = c − a·ReLU(wᵀx + b): flips where wᵀx + b reaches c/a. With the
+/// pre-activation z0 ∈ (−c/a, c/a) at x0 the parabola tangent to a·ReLU at
+/// c/a meets c again only at −3c/a, so the quadratic bound is the exact
+/// distance (c/a − z0)/‖w‖.
+#[test]
+fn quadratic_bound_closed_form() {
+    let (a, c) = (2.0, 3.0);
+    let w = DMatrix::from_row_slice(1, 3, &[1.0, -2.0, 2.0]);
+    let x0 = DVector::from_vec(vec![0.3, 0.1, -0.4]);
+    for z0 in [0.0, -0.5 * c / a, 0.9 * c / a] {
+        let b = DVector::from_element(1, z0 - (&w * &x0)[0]);
+        let net = Network::new(w.clone(), b, DVector::from_element(1, -a))
+            .unwrap()
+            .with_output_bias(c);
+        let want = (c / a - z0) / 3.0;
+        let got = flip_distance_bound(&net, &x0, 2.0 * want, 400);
+        assert!(
+            (got - want).abs() <= 1e-6 * want,
+            "z0 = {z0}: {got} vs {want}"
+        );
+    }
+}
+
+/// The quadratic bound never exceeds the brute-force distance, and it is
+/// not vacuous: over random nets it reaches 0.77 of it on average.
+#[test]
+fn quadratic_bound_stays_below_brute_force() {
+    let (mut total, mut ratio) = (0, 0.0);
+    for seed in 0..300u64 {
+        let Some((Some(want), got, net, x0)) = instance(seed, seed % 2 == 0) else {
+            continue;
+        };
+        if want > 100.0 {
+            continue;
+        }
+        let bound = flip_distance_bound(&net, &x0, got.upper.unwrap(), 200);
+        assert!(
+            bound <= want * (1.0 + 1e-9) + 1e-12,
+            "seed {seed}: bound {bound} above the distance {want}"
+        );
+        total += 1;
+        ratio += bound / want;
+    }
+    assert!(total > 200, "{total} instances");
+    let mean = ratio / total as f64;
+    assert!(mean > 0.7, "mean bound/distance {mean}");
+}
+
+/// The search with and without the quadratic bound: the same exact distances.
+#[test]
+fn quadratic_bound_changes_no_distance() {
+    let off = DistanceOptions {
+        quadratic_iterations: 0,
+        ..Default::default()
+    };
+    let mut compared = 0;
+    for seed in 0..200u64 {
+        let Some((_, on, net, x0)) = instance(seed, seed % 2 == 1) else {
+            continue;
+        };
+        let without = DistanceSolver::new(&net)
+            .distance(&x0, 0, 1.0, &off)
+            .unwrap();
+        if on.status == Status::Exact && without.status == Status::Exact {
+            let (a, b) = (on.upper.unwrap(), without.upper.unwrap());
+            assert!(
+                (a - b).abs() <= 1e-9 * a.max(1.0),
+                "seed {seed}: {a} vs {b}"
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared > 150, "{compared} compared");
 }

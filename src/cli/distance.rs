@@ -32,6 +32,9 @@ pub struct Args {
     /// Dual-cut rounds per node and radius (0 turns the cuts off).
     #[arg(long, default_value_t = DistanceOptions::default().cut_rounds)]
     cut_rounds: usize,
+    /// L-BFGS iterations of the quadratic (S-lemma) bound per open node (0 turns it off)
+    #[arg(long, default_value_t = DistanceOptions::default().quadratic_iterations)]
+    quadratic_iterations: usize,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -140,6 +143,7 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         max_nodes: a.max_regions,
         time_limit: Some(a.time_limit),
         cut_rounds: a.cut_rounds,
+        quadratic_iterations: a.quadratic_iterations,
         ..Default::default()
     };
     let pool = rayon::ThreadPoolBuilder::new()
