@@ -36,9 +36,9 @@
 //! is where the Shor relaxation's strength comes from. On GD nets trained
 //! from a large initialisation this bound is nearly tight where the chords
 //! are far off: a k=8, d=1600, width-80 net's point 0 is at distance
-//! 14.5659; chords with dual cuts bound it by 9.29 at the root, a NumPy
-//! prototype of this bound by 14.5, and the Shor SDP itself (cvxpy +
-//! Clarabel, 70 s per radius) by 14.5 as well.
+//! 14.5659; the search's chords with dual cuts bound it by 9.16 at the
+//! root, a NumPy prototype of this bound by 14.5, and the Shor SDP itself
+//! (cvxpy + Clarabel, 70 s per radius) by 14.5 as well.
 //!
 //! **Cost.** With F the free hurting neurons, Woodbury gives
 //! (I − νA)⁻¹ = I + W_Fᵀ S⁻¹ W_F with S = diag(1/(νp_F)) − K_FF (K = WWᵀ), so
@@ -312,18 +312,17 @@ impl Terms {
 fn evaluate(node: &Node, g: &Groups, kff: &DMatrix<f64>, x: &DVector<f64>) -> Option<Eval> {
     let t = Terms::at(node, g, x);
     let u0 = node.u0;
-    // S = diag(1/α_F) − K_FF must be positive definite.
-    let mut s = -kff.clone();
-    for (i, &j) in g.free.iter().enumerate() {
-        s[(i, i)] += 1.0 / t.alpha[j];
-    }
-    // Factor S − n·γ(n + 1)·diag(S): success proves S ≻ 0 despite
-    // rounding, and the shifted inverse dominates S⁻¹, so it only lowers D.
+    // S = diag(1/α_F) − K_FF must be positive definite. Factor
+    // S − n·γ(n + 1)·diag(S): success proves S ≻ 0 despite rounding, and
+    // the shifted inverse dominates S⁻¹, so it only lowers D.
     let n = g.free.len();
-    let root_diag: Vec<f64> = (0..n).map(|i| s[(i, i)].max(0.0).sqrt()).collect();
-    let shift = n as f64 * gamma(n + 1);
-    for i in 0..n {
-        s[(i, i)] *= 1.0 - shift;
+    let shrink = 1.0 - n as f64 * gamma(n + 1);
+    let mut s = -kff.clone();
+    let mut root_diag = Vec::with_capacity(n);
+    for (i, &j) in g.free.iter().enumerate() {
+        let sii = s[(i, i)] + 1.0 / t.alpha[j];
+        root_diag.push(sii.max(0.0).sqrt());
+        s[(i, i)] = sii * shrink;
     }
     let chol = s.cholesky()?;
     let nu = x[0].exp();
@@ -332,7 +331,7 @@ fn evaluate(node: &Node, g: &Groups, kff: &DMatrix<f64>, x: &DVector<f64>) -> Op
     let quad = t.alpha.dot(&u0.component_mul(u0));
     let k = quad + beta.dot(u0) + nu * nu * t.gamma1.sum() + nu * node.k0;
     let e = node.kmat * &c;
-    let f = DVector::from_iterator(g.free.len(), g.free.iter().map(|&j| e[j]));
+    let f = DVector::from_iterator(n, g.free.iter().map(|&j| e[j]));
     let solved = chol.solve(&f);
     let (ce, fs) = (c.dot(&e), f.dot(&solved));
     let value = -k - 0.25 * (ce + fs);
