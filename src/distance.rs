@@ -1401,7 +1401,7 @@ const CUT_GAIN: f64 = 1e-5;
 /// incumbent's ball leave at least this relative gap: where they are
 /// nearly tight (GD nets from a small initialisation, where a search
 /// takes 1–5 nodes) it cost up to 20× their time for nothing, and where
-/// they are not (init 0.5: gaps of 17–56% at the root) it is what closes
+/// they are not (init 0.5: root gaps of 17–56% to the incumbent) it is what closes
 /// the search.
 const QUADRATIC_GAP: f64 = 0.01;
 
