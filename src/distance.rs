@@ -67,7 +67,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::linalg::{qp_capped, Cap, Constraints, Finish};
 use crate::net::{relu, Network};
-use crate::quadratic::{self, Warm};
+use crate::quadratic::{self, Probe, Warm};
 use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -202,6 +202,25 @@ struct NodeSol {
     branch: Option<usize>,
     /// The half-space the dual point proves the node's flips lie in.
     cut: Option<DualCut>,
+}
+
+/// What a node's quadratic bound leaves the search: its maximiser, to
+/// warm-start the children and to probe, and the relaxation's minimiser δ*,
+/// a direction to look for flips in.
+struct Quadratic {
+    warm: Warm,
+    delta: DVector<f64>,
+}
+
+/// The nearer of two verified flips.
+fn nearer(
+    a: Option<(f64, DVector<f64>)>,
+    b: Option<(f64, DVector<f64>)>,
+) -> Option<(f64, DVector<f64>)> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+        (a, b) => a.or(b),
+    }
 }
 
 /// A dual-feasible point z of a node's relaxation, as far as its proofs
@@ -578,13 +597,15 @@ impl Search<'_> {
         }
     }
 
-    /// The node's certified lower bound, from relaxations on balls of
-    /// several radii: a flip of norm below r lies in the ball of radius r,
-    /// where the chords over that ball's ranges hold, so
-    /// min(r, LB(r)) bounds the node for every r ≤ `big_r` (the incumbent)
-    /// and the best r is the fixed point LB(r) = r, found by bisection.
-    /// Returns the solution whose relaxation the branching should use (the
-    /// smallest radius whose optimum lies inside its ball) and that radius.
+    /// The node's certified lower bound: the chords' ([`Self::chord_bound`])
+    /// and, where they leave more than [`QUADRATIC_GAP`] open on the
+    /// incumbent's ball, the quadratic bound's. A node whose parent needed
+    /// the quadratic bound (`warm`, the parent's maximiser) goes to it
+    /// directly: its chords get one solve on the incumbent's ball, for the
+    /// branching, the witness and the leaf test. Their cut rounds and
+    /// bisection were 86% of a width-1000 search's time and decided nothing
+    /// there. Returns the solution the branching should use, its radius,
+    /// the dual cuts, and what the quadratic bound reached.
     fn bound(
         &self,
         assign: &Assign,
@@ -592,11 +613,48 @@ impl Search<'_> {
         parent: f64,
         tol: f64,
         warm: Option<&Warm>,
-    ) -> (NodeSol, f64, Vec<DualCut>, Option<Warm>) {
+    ) -> (NodeSol, f64, Vec<DualCut>, Option<Quadratic>) {
+        let (mut sol, hi, cuts, open) = match warm {
+            Some(_) => {
+                let sol = self.solve(assign, big_r, 0.0, Finish::Fast, &[]);
+                (sol, big_r, Vec::new(), true)
+            }
+            None => self.chord_bound(assign, big_r, parent, tol),
+        };
+        sol.lb = sol.lb.max(parent);
+        let mut reached = None;
+        let open = open && sol.branch.is_some() && sol.lb < big_r - tol;
+        if open && self.quadratic_iterations > 0 {
+            let (qlb, w, y) = self.quadratic_bound(assign, big_r, big_r - tol, warm);
+            sol.lb = sol.lb.max(qlb);
+            reached = Some(Quadratic {
+                warm: w,
+                delta: self.net.w().transpose() * y * 0.5,
+            });
+        }
+        (sol, hi, cuts, reached)
+    }
+
+    /// The chords' bound, from relaxations on balls of several radii: a
+    /// flip of norm below r lies in the ball of radius r, where the chords
+    /// over that ball's ranges hold, so min(r, LB(r)) bounds the node for
+    /// every r ≤ `big_r` (the incumbent) and the best r is the fixed point
+    /// LB(r) = r, found by bisection from the parent's bound `parent`. Returns the solution whose relaxation
+    /// the branching should use (the smallest radius whose optimum lies
+    /// inside its ball, with the bound proven as its `lb`), that radius,
+    /// the cuts, and whether the chords on the incumbent's ball left more
+    /// than [`QUADRATIC_GAP`] open.
+    fn chord_bound(
+        &self,
+        assign: &Assign,
+        big_r: f64,
+        parent: f64,
+        tol: f64,
+    ) -> (NodeSol, f64, Vec<DualCut>, bool) {
         let mut cuts = Vec::new();
         let mut hi = big_r;
         let mut sol = self.cut_rounds(assign, hi, tol, &mut cuts);
-        let chords_open = sol.lb < big_r * (1.0 - QUADRATIC_GAP);
+        let open = sol.lb < big_r * (1.0 - QUADRATIC_GAP);
         let mut lb = sol.lb.max(parent);
         for _ in 0..BISECTIONS {
             if sol.branch.is_none() || lb >= hi - tol || hi - lb <= BISECTION_GAP * hi {
@@ -612,15 +670,8 @@ impl Search<'_> {
                 sol = trial;
             }
         }
-        let mut reached = None;
-        if sol.branch.is_some() && lb < big_r - tol && chords_open && self.quadratic_iterations > 0
-        {
-            let (qlb, w) = self.quadratic_bound(assign, big_r, big_r - tol, warm);
-            lb = lb.max(qlb);
-            reached = Some(w);
-        }
         sol.lb = lb;
-        (sol, hi, cuts, reached)
+        (sol, hi, cuts, open)
     }
 
     /// The node's lower bound from quadratic over-estimators of its free
@@ -633,18 +684,30 @@ impl Search<'_> {
         big_r: f64,
         target: f64,
         warm: Option<&Warm>,
-    ) -> (f64, Warm) {
+    ) -> (f64, Warm, DVector<f64>) {
+        let node = self.quadratic_node(assign);
+        // A cold start (the root) gets more iterations than a warm one.
+        let iterations = self.quadratic_iterations * if warm.is_some() { 1 } else { 4 };
+        quadratic::lower_bound(&node, warm, big_r, target, iterations)
+    }
+
+    /// The hurting neurons of the node that [`quadratic::probe`] proves
+    /// can be fixed (their other state has no flip nearer than `target`),
+    /// from the node's quadratic maximiser `warm`.
+    fn probe(&self, assign: &Assign, warm: &Warm, target: f64) -> Probe {
+        quadratic::probe(&self.quadratic_node(assign), warm, target, PROBE_BUDGET)
+    }
+
+    /// The node as the quadratic bound sees it.
+    fn quadratic_node(&self, assign: &Assign) -> quadratic::Node<'_> {
         let (terms, k0) = quadratic::terms(self.s0, self.net.v(), self.wnorm, &self.u0, assign);
-        let node = quadratic::Node {
+        quadratic::Node {
             kmat: self.kmat,
             u0: &self.u0,
             a: &self.abs_v,
             terms,
             k0,
-        };
-        // A cold start (the root) gets more iterations than a warm one.
-        let iterations = self.quadratic_iterations * if warm.is_some() { 1 } else { 4 };
-        quadratic::lower_bound(&node, warm, big_r, target, iterations)
+        }
     }
 
     /// The relaxation on the ball of radius `r`, re-solved with each
@@ -1071,7 +1134,7 @@ impl<'a> DistanceSolver<'a> {
             // Internal nodes need only a valid bound; a node whose
             // relaxation is exact is re-solved accurately for its witness.
             let assign = tree.assignment(e.node, self.net.width());
-            let (mut sol, radius, cuts, warm) =
+            let (mut sol, radius, cuts, quad) =
                 s.bound(&assign, best.0, e.lb, tol, e.warm.as_deref());
             if sol.branch.is_none() {
                 sol = s.solve(&assign, radius, 0.0, Finish::Exact, &cuts);
@@ -1082,6 +1145,9 @@ impl<'a> DistanceSolver<'a> {
                 continue;
             }
             let mut candidate = s.verify(&sol.delta);
+            if let Some(q) = quad.as_ref().filter(|q| q.delta.norm() < best.0) {
+                candidate = nearer(candidate, s.verify(&q.delta));
+            }
             if sol.branch.is_none() {
                 let leaf = Leaf {
                     assign: &assign,
@@ -1094,11 +1160,30 @@ impl<'a> DistanceSolver<'a> {
                 best = self.refine(s, c);
             }
             if let Some(j) = sol.branch {
+                // Probing first: neurons it fixes need no branching.
+                let (fixed, warm) = match quad.map(|q| s.probe(&assign, &q.warm, best.0 - tol)) {
+                    Some(Probe::Pruned(plb)) => {
+                        lower = lower.min(plb);
+                        continue;
+                    }
+                    Some(Probe::Fixed { fixes, lb, warm }) => {
+                        lower = lower.min(lb);
+                        (fixes, Some(warm))
+                    }
+                    None => (Vec::new(), None),
+                };
                 // Warm starts cost m + 1 floats per open parent: kept while
                 // the queue's share stays under WARM_FLOATS.
                 let warm = warm
                     .filter(|_| heap.len() * (self.net.width() + 1) < WARM_FLOATS)
                     .map(Rc::new);
+                if !fixed.is_empty() {
+                    let node = fixed
+                        .iter()
+                        .fold(e.node, |n, &(k, state)| tree.child(n, k, state));
+                    heap.push(Entry { lb, node, warm });
+                    continue;
+                }
                 for state in [true, false] {
                     let node = tree.child(e.node, j, state);
                     heap.push(Entry {
@@ -1404,6 +1489,9 @@ const CUT_GAIN: f64 = 1e-5;
 /// they are not (init 0.5: root gaps of 17–56% to the incumbent) it is what closes
 /// the search.
 const QUADRATIC_GAP: f64 = 0.01;
+
+/// Most children a probe certifies per node (one factorisation each).
+const PROBE_BUDGET: usize = 32;
 
 /// Most floats the queue's warm starts of the quadratic bound may hold
 /// (32 M: 256 MB); beyond it children start cold.

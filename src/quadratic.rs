@@ -62,6 +62,7 @@
 //! node, and the best ones with them.
 
 use crate::lbfgs;
+use crate::linalg::Cholesky;
 use crate::net::Network;
 use nalgebra::{DMatrix, DVector};
 
@@ -167,11 +168,14 @@ struct Eval {
     /// The magnitude of the terms of D (for the rounding discount).
     scale: f64,
     grad: DVector<f64>,
+    /// The minimiser of ‖δ‖² − νQ(δ) is ½Wᵀy.
+    y: DVector<f64>,
 }
 
 /// Where a node's maximisation ended: its parameters (ln ν, then one per
 /// neuron) and the terms they belong to. A child differs from its
 /// parent in one neuron, so the parent's maximiser is a near-optimal start.
+#[derive(Clone)]
 pub(crate) struct Warm {
     x: DVector<f64>,
     terms: Vec<Term>,
@@ -182,15 +186,17 @@ pub(crate) struct Warm {
 /// early once it reaches `target`), started from
 /// `warm` (a parent's maximiser) where a neuron's term is unchanged and
 /// elsewhere from parabolas fitted to the ball of radius `radius` (the
-/// incumbent). Returns 0 when nothing better than 0 was proven, and the
-/// maximiser reached.
+/// incumbent). Returns 0 when nothing better than 0 was proven, the
+/// maximiser reached, and y with δ* = ½Wᵀy the minimiser of ‖δ‖² − νQ(δ)
+/// at the best parameters (zero if none was better than 0): a direction
+/// in which flips are likely near.
 pub(crate) fn lower_bound(
     node: &Node,
     warm: Option<&Warm>,
     radius: f64,
     target: f64,
     max_iter: usize,
-) -> (f64, Warm) {
+) -> (f64, Warm, DVector<f64>) {
     let groups = Groups::of(&node.terms);
     let kff = node
         .kmat
@@ -198,9 +204,14 @@ pub(crate) fn lower_bound(
         .select_columns(&groups.free);
     let x0 = start(node, &kff, &groups, warm, radius);
     let mut best = 0.0f64;
+    let mut y = DVector::zeros(node.u0.len());
     let mut f = |x: &DVector<f64>| match evaluate(node, &groups, &kff, x) {
         Some(e) => {
-            best = best.max(e.value - gamma(3 * node.u0.len() + 1) * e.scale);
+            let value = e.value - gamma(3 * node.u0.len() + 1) * e.scale;
+            if value > best {
+                best = value;
+                y = e.y;
+            }
             if best >= target * target {
                 return (f64::NEG_INFINITY, e.grad);
             }
@@ -214,7 +225,7 @@ pub(crate) fn lower_bound(
         lbfgs::minimize(&mut f, x0, 1e-9, max_iter, 8, &[]).x
     };
     let terms = node.terms.clone();
-    (best.max(0.0).sqrt(), Warm { x, terms })
+    (best.max(0.0).sqrt(), Warm { x, terms }, y)
 }
 
 impl Groups {
@@ -306,55 +317,268 @@ impl Terms {
     }
 }
 
+/// The pieces of one evaluation that [`evaluate`] and [`probe`] share:
+/// the terms at the parameters, ν, c (the linear coefficients of νQ in
+/// Wδ), e = Kc, f = e_F, S's factor, S⁻¹f, √diag(S), and k (νQ's
+/// constant) with the magnitude of its terms.
+struct Parts {
+    t: Terms,
+    nu: f64,
+    c: DVector<f64>,
+    e: DVector<f64>,
+    f: DVector<f64>,
+    chol: Cholesky,
+    solved: DVector<f64>,
+    root_diag: Vec<f64>,
+    k: f64,
+    k_scale: f64,
+}
+
+impl Parts {
+    /// `None` outside the domain (S not proven positive definite).
+    fn at(node: &Node, g: &Groups, kff: &DMatrix<f64>, x: &DVector<f64>) -> Option<Self> {
+        let t = Terms::at(node, g, x);
+        let u0 = node.u0;
+        // S = diag(1/α_F) − K_FF must be positive definite. Factor
+        // S − n·γ(n + 1)·diag(S): success proves S ≻ 0 despite rounding, and
+        // the shifted inverse dominates S⁻¹, so it only lowers D.
+        let n = g.free.len();
+        let shrink = 1.0 - n as f64 * gamma(n + 1);
+        let mut s = -kff.clone();
+        let mut root_diag = Vec::with_capacity(n);
+        for (i, &j) in g.free.iter().enumerate() {
+            let sii = s[(i, i)] + 1.0 / t.alpha[j];
+            root_diag.push(sii.max(0.0).sqrt());
+            s[(i, i)] = sii * shrink;
+        }
+        let chol = Cholesky::new(s)?;
+        let nu = x[0].exp();
+        let beta = &t.beta0 + &t.beta1 * nu;
+        let c = t.alpha.component_mul(u0) * 2.0 + &beta;
+        let quad = t.alpha.dot(&u0.component_mul(u0));
+        let gam = nu * nu * t.gamma1.sum();
+        let k = quad + beta.dot(u0) + gam + nu * node.k0;
+        let k_scale = quad + beta.abs().dot(&u0.abs()) + gam + nu * node.k0.abs();
+        let e = node.kmat * &c;
+        let f = DVector::from_iterator(n, g.free.iter().map(|&j| e[j]));
+        let solved = chol.solve(&f);
+        Some(Self {
+            t,
+            nu,
+            c,
+            e,
+            f,
+            chol,
+            solved,
+            root_diag,
+            k,
+            k_scale,
+        })
+    }
+
+    /// D = −k − ¼ cᵀ(K + K_{:,F} S⁻¹ K_{F,:})c and the magnitude of its terms.
+    fn value(&self) -> (f64, f64) {
+        let (ce, fs) = (self.c.dot(&self.e), self.f.dot(&self.solved));
+        // The solve's rounding moves fᵀS⁻¹f by O(m·ε·(Σ √S_ii |x_i|)²).
+        let spread: f64 = self
+            .root_diag
+            .iter()
+            .zip(self.solved.iter())
+            .map(|(d, x)| d * x.abs())
+            .sum();
+        let value = -self.k - 0.25 * (ce + fs);
+        let scale = self.k_scale + 0.25 * (ce.abs() + fs.abs() + spread * spread);
+        (value, scale)
+    }
+}
+
 /// D at the parameters `x` and its gradient, or `None` outside the
-/// domain: with c the linear coefficients of νQ in Wδ and k its constant,
-/// D = −k − ¼ cᵀ(K + K_{:,F} S⁻¹ K_{F,:})c.
+/// domain.
 fn evaluate(node: &Node, g: &Groups, kff: &DMatrix<f64>, x: &DVector<f64>) -> Option<Eval> {
-    let t = Terms::at(node, g, x);
-    let u0 = node.u0;
-    // S = diag(1/α_F) − K_FF must be positive definite. Factor
-    // S − n·γ(n + 1)·diag(S): success proves S ≻ 0 despite rounding, and
-    // the shifted inverse dominates S⁻¹, so it only lowers D.
-    let n = g.free.len();
-    let shrink = 1.0 - n as f64 * gamma(n + 1);
-    let mut s = -kff.clone();
-    let mut root_diag = Vec::with_capacity(n);
+    let p = Parts::at(node, g, kff, x)?;
+    let (value, scale) = p.value();
+    // δ* = ½Wᵀy with y = c + S⁻¹f scattered on F; W δ* = ½Ky, z at δ*.
+    let mut wd = p.e.clone();
+    let mut y = p.c.clone();
     for (i, &j) in g.free.iter().enumerate() {
-        let sii = s[(i, i)] + 1.0 / t.alpha[j];
-        root_diag.push(sii.max(0.0).sqrt());
-        s[(i, i)] = sii * shrink;
+        wd.axpy(p.solved[i], &node.kmat.column(j), 1.0);
+        y[j] += p.solved[i];
     }
-    let chol = s.cholesky()?;
-    let nu = x[0].exp();
-    let beta = &t.beta0 + &t.beta1 * nu;
-    let c = t.alpha.component_mul(u0) * 2.0 + &beta;
-    let quad = t.alpha.dot(&u0.component_mul(u0));
-    let k = quad + beta.dot(u0) + nu * nu * t.gamma1.sum() + nu * node.k0;
-    let e = node.kmat * &c;
-    let f = DVector::from_iterator(n, g.free.iter().map(|&j| e[j]));
-    let solved = chol.solve(&f);
-    let (ce, fs) = (c.dot(&e), f.dot(&solved));
-    let value = -k - 0.25 * (ce + fs);
-    // The solve's rounding moves fᵀS⁻¹f by O(m·ε·(Σ √S_ii |x_i|)²).
-    let spread: f64 = root_diag
-        .iter()
-        .zip(solved.iter())
-        .map(|(d, x)| d * x.abs())
-        .sum();
-    let scale = quad
-        + beta.abs().dot(&u0.abs())
-        + nu * nu * t.gamma1.sum()
-        + nu * node.k0.abs()
-        + 0.25 * (ce.abs() + fs.abs() + spread * spread);
-    // W δ* = ½(K c + K_{:,F} S⁻¹ e_F), and z at the minimiser.
-    let mut wd = e;
-    for (i, &j) in g.free.iter().enumerate() {
-        wd.axpy(solved[i], &node.kmat.column(j), 1.0);
-    }
-    let z = u0 + wd * 0.5;
-    let mut grad = gradient(node, g, x, nu, &t, &z);
+    let z = node.u0 + wd * 0.5;
+    let (nu, t) = (p.nu, &p.t);
+    let mut grad = gradient(node, g, x, nu, t, &z);
     grad[0] = nu * (-node.k0 - t.beta1.dot(&z) - 2.0 * nu * t.gamma1.sum());
-    Some(Eval { value, scale, grad })
+    Some(Eval {
+        value,
+        scale,
+        grad,
+        y,
+    })
+}
+
+/// What probing a node's free neurons proved (see [`probe`]).
+pub(crate) enum Probe {
+    /// Both states of some neuron are pruned, so the node is: the least
+    /// bound proven on the two.
+    Pruned(f64),
+    /// The free hurting neurons whose other state is pruned, as (neuron,
+    /// state kept: true = active); the least bound proven on the pruned
+    /// parts (∞ when none); and the warm start of the node with them fixed.
+    Fixed {
+        fixes: Vec<(usize, bool)>,
+        lb: f64,
+        warm: Warm,
+    },
+}
+
+/// Probing: which free hurting neurons can be fixed without branching.
+/// Fixing neuron j in a state removes its parabola (row and column i of
+/// S) and changes c_j, so the child's D at the node's maximiser `warm`,
+/// with the best multiplier of the new sign row, has a closed form in
+/// S⁻¹f and diag(S⁻¹) (deleting a row and column of S is a rank-one
+/// correction of S⁻¹): O(1) per child after one O(|F|³/3) inversion of
+/// the diagonal. Children whose closed form reaches `target` are then
+/// certified by a full evaluation, at most `budget` of them, best first;
+/// a certified child is pruned, so the node keeps its sibling state.
+pub(crate) fn probe(node: &Node, warm: &Warm, target: f64, budget: usize) -> Probe {
+    let g = Groups::of(&node.terms);
+    let kff = node.kmat.select_rows(&g.free).select_columns(&g.free);
+    let Some(p) = Parts::at(node, &g, &kff, &warm.x) else {
+        return Probe::Fixed {
+            fixes: Vec::new(),
+            lb: f64::INFINITY,
+            warm: warm.clone(),
+        };
+    };
+    let zdiag = p.chol.inverse_diagonal();
+    let children: Vec<[Child; 2]> = (0..g.free.len())
+        .map(|i| [true, false].map(|active| Child::screen(node, &g, &p, &zdiag, i, active)))
+        .collect();
+    let mut screened: Vec<&Child> = children
+        .iter()
+        .flatten()
+        .filter(|c| c.value >= target * target)
+        .collect();
+    screened.sort_by(|a, b| b.value.total_cmp(&a.value));
+    // The certified bound of each neuron's pruned states: [active, inactive].
+    let mut pruned: Vec<[Option<f64>; 2]> = vec![[None; 2]; g.free.len()];
+    for child in screened.into_iter().take(budget) {
+        if let Some(lb) = child
+            .certify(node, &g, &kff, &warm.x)
+            .filter(|&lb| lb >= target)
+        {
+            pruned[child.index][usize::from(!child.active)] = Some(lb);
+        }
+    }
+    let (mut x, mut terms) = (warm.x.clone(), node.terms.clone());
+    let (mut fixes, mut lb) = (Vec::new(), f64::INFINITY);
+    for (i, states) in pruned.iter().enumerate() {
+        let j = g.free[i];
+        match *states {
+            [Some(a), Some(b)] => return Probe::Pruned(a.min(b)),
+            [Some(a), None] | [None, Some(a)] => {
+                let keep = states[0].is_none();
+                lb = lb.min(a);
+                fixes.push((j, keep));
+                terms[j] = if keep { Term::Active } else { Term::Inactive };
+                x[1 + j] = children[i][usize::from(!keep)].param;
+            }
+            [None, None] => {}
+        }
+    }
+    Probe::Fixed {
+        fixes,
+        lb,
+        warm: Warm { x, terms },
+    }
+}
+
+/// A node's child that fixes its i-th free neuron, screened by the closed
+/// form of its D at the node's parameters.
+struct Child {
+    index: usize,
+    active: bool,
+    /// The closed-form D (not certified).
+    value: f64,
+    /// The new sign row's parameter √(νρ) at the best ρ.
+    param: f64,
+}
+
+impl Child {
+    /// With δ the change of c_j, the child's D is C0 + C1·δ − C2·δ²:
+    /// νQ loses j's parabola (α_j, and γ1_j from k) and its c_j becomes
+    /// c_j + δ, which must be ≤ 0 fixed inactive (c_j = −ρ) or
+    /// ≥ νa_j fixed active (c_j = νa_j + ρ).
+    fn screen(
+        node: &Node,
+        g: &Groups,
+        p: &Parts,
+        zdiag: &DVector<f64>,
+        i: usize,
+        active: bool,
+    ) -> Self {
+        let j = g.free[i];
+        let (alpha, u, cj, kjj) = (p.t.alpha[j], node.u0[j], p.c[j], node.kmat[(j, j)]);
+        let (fi, si, z) = (p.f[i], p.solved[i], zdiag[i]);
+        // With h = K_{F,j}: S⁻¹h = S⁻¹_{:,i}/α_j − e_i (as K_FF = diag(1/α) − S).
+        let q = z / alpha - 1.0;
+        let fzh = si / alpha - fi;
+        let hzh = q / alpha - kjj;
+        // y = f + δh − (f_i + δK_jj)e_i: yᵀS⁻¹y = Y0 + Y1δ + Y2δ², and
+        // e_iᵀS⁻¹y = w0 + w1δ; the child's f'ᵀS'⁻¹f' = yᵀS⁻¹y − (e_iᵀS⁻¹y)²/z.
+        let fs = p.f.dot(&p.solved);
+        let y0 = fs - 2.0 * fi * si + fi * fi * z;
+        let y1 = 2.0 * (fzh - kjj * si - fi * q + fi * kjj * z);
+        let y2 = hzh - 2.0 * kjj * q + kjj * kjj * z;
+        let (w0, w1) = (si - fi * z, q - kjj * z);
+        let child = [y0 - w0 * w0 / z, y1 - 2.0 * w0 * w1 / z, y2 - w1 * w1 / z];
+        let beta = cj - 2.0 * alpha * u;
+        let k_rest = p.k - alpha * u * u - beta * u - p.nu * p.nu * p.t.gamma1[j];
+        let ce = p.c.dot(&p.e);
+        let c0 = -k_rest - cj * u - 0.25 * (ce + child[0]);
+        let c1 = -u - 0.25 * (2.0 * p.e[j] + child[1]);
+        let c2 = 0.25 * (kjj + child[2]);
+        let edge = if active { p.nu * node.a[j] } else { 0.0 };
+        let free_best = if c2 > 0.0 { cj + c1 / (2.0 * c2) } else { edge };
+        let c_new = if active {
+            free_best.max(edge)
+        } else {
+            free_best.min(edge)
+        };
+        let delta = c_new - cj;
+        Self {
+            index: i,
+            active,
+            value: c0 + c1 * delta - c2 * delta * delta,
+            param: (c_new - edge).abs().sqrt(),
+        }
+    }
+
+    /// The child's certified lower bound at the node's parameters `x` with
+    /// this child's sign-row parameter, or `None` outside the domain.
+    fn certify(
+        &self,
+        node: &Node,
+        g: &Groups,
+        kff: &DMatrix<f64>,
+        x: &DVector<f64>,
+    ) -> Option<f64> {
+        let j = g.free[self.index];
+        let mut terms = node.terms.clone();
+        terms[j] = if self.active {
+            Term::Active
+        } else {
+            Term::Inactive
+        };
+        let child = Node { terms, ..*node };
+        let cg = Groups::of(&child.terms);
+        let ckff = kff.clone().remove_row(self.index).remove_column(self.index);
+        let mut cx = x.clone();
+        cx[1 + j] = self.param;
+        let e = evaluate(&child, &cg, &ckff, &cx)?;
+        let d = e.value - gamma(3 * node.u0.len() + 1) * e.scale;
+        Some(d.max(0.0).sqrt())
+    }
 }
 
 /// ∂D/∂x[1..] by the envelope theorem: ∂D/∂(α_j, β_j, γ_j) = −(z_j², z_j, 1)
@@ -389,4 +613,88 @@ fn gradient(
 
 fn sigmoid(t: f64) -> f64 {
     1.0 / (1.0 + (-t).exp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// A random node: m neurons in d dimensions, each term drawn at random.
+    fn random_node(
+        seed: u64,
+        m: usize,
+        d: usize,
+    ) -> (DMatrix<f64>, DVector<f64>, Vec<f64>, Vec<Term>) {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let w = DMatrix::from_fn(m, d, |_, _| rng.gen_range(-1.0..1.0));
+        let u0 = DVector::from_fn(m, |_, _| rng.gen_range(-2.0..2.0));
+        let a = (0..m).map(|_| rng.gen_range(0.1..2.0)).collect();
+        let kinds = [
+            Term::Free,
+            Term::Free,
+            Term::Help,
+            Term::Active,
+            Term::Inactive,
+        ];
+        let terms = (0..m)
+            .map(|_| kinds[rng.gen_range(0..kinds.len())])
+            .collect();
+        (&w * w.transpose(), u0, a, terms)
+    }
+
+    /// The closed form a probe screens children with equals a full
+    /// evaluation of the child, and its multiplier of the new sign row is
+    /// the best one: moving it either way lowers the child's D.
+    #[test]
+    fn probe_screen_is_the_childs_value_at_its_best_row_multiplier() {
+        let mut checked = 0;
+        for seed in 0..40 {
+            let (kmat, u0, a, terms) = random_node(seed, 14, 6);
+            let node = Node {
+                kmat: &kmat,
+                u0: &u0,
+                a: &a,
+                terms,
+                k0: 0.3,
+            };
+            let g = Groups::of(&node.terms);
+            let kff = kmat.select_rows(&g.free).select_columns(&g.free);
+            let x = start(&node, &kff, &g, None, 1.5);
+            let Some(p) = Parts::at(&node, &g, &kff, &x) else {
+                continue;
+            };
+            let zdiag = p.chol.inverse_diagonal();
+            for i in 0..g.free.len() {
+                for active in [true, false] {
+                    let child = Child::screen(&node, &g, &p, &zdiag, i, active);
+                    let value = |param: f64| {
+                        let j = g.free[i];
+                        let mut terms = node.terms.clone();
+                        terms[j] = if active { Term::Active } else { Term::Inactive };
+                        let cn = Node { terms, ..node };
+                        let cg = Groups::of(&cn.terms);
+                        let ckff = kff.clone().remove_row(i).remove_column(i);
+                        let mut cx = x.clone();
+                        cx[1 + j] = param;
+                        evaluate(&cn, &cg, &ckff, &cx)
+                            .expect("a principal submatrix")
+                            .value
+                    };
+                    let full = value(child.param);
+                    let tol = 1e-8 * (1.0 + full.abs());
+                    assert!(
+                        (child.value - full).abs() <= tol,
+                        "{} vs {full}",
+                        child.value
+                    );
+                    for step in [0.9, 1.1] {
+                        assert!(value(child.param * step + 1e-3 * (step - 1.0)) <= full + tol);
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 300, "only {checked} children checked");
+    }
 }

@@ -46,7 +46,9 @@
 use nalgebra::{DMatrix, DVector};
 
 mod capped;
+mod cholesky;
 pub use capped::{qp_capped, Cap, CappedSolution, Constraints};
+pub(crate) use cholesky::Cholesky;
 
 /// Products below this many multiply-adds run on one thread.
 const PARALLEL_WORK: usize = 1 << 24;
