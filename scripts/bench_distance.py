@@ -4,13 +4,16 @@
     python scripts/bench_distance.py [--points 20] [--scip-time-limit 300]
                                      [--widths 50,100,200,400] [--sweep-points 5]
     python scripts/bench_distance.py --wide [--widths 200,400] [--time-limit 60]
+    python scripts/bench_distance.py --mnist [--points 5] [--scip-time-limit 300]
 
 --points 0 leaves out the width-100 and robust nets (only the sweep widths).
 
 Nets on the `std` fixture: a GD-trained width-100 net, the width-10 robust
 net, and GD nets of the sweep widths. With --wide, GD nets of the given
 widths on a k=6, d=100, n=60 fixture (`gen --seed 1`, 6 test points, all
-certified). The peer is the exact MIQP
+certified). With --mnist, a GD net of width 1000 on a k=10, d=784, n=200
+fixture (`gen --seed 2`, an MNIST-sized hidden layer), its first --points
+test points. The peer is the exact MIQP
   min ||delta||^2  s.t.  s0 * sum_j v_j a_j <= 0,  a_j = ReLU(w_j.(x0+delta)+b_j)
 with the big-M ReLU encoding (binary z_j, bounds l_j, h_j of u_j over the
 ball of radius R = kktcert's certified upper bound) for the hurting neurons
@@ -76,7 +79,10 @@ def scip_distance(W, b, v, x0, radius, time_limit):
     md.optimize()
     secs = time.perf_counter() - t0
     val = float(np.sqrt(md.getObjVal())) if md.getNSols() > 0 else float("nan")
-    return val, secs, md.getStatus()
+    status = md.getStatus()
+    if status != "optimal":
+        status += f" (lower bound {np.sqrt(max(md.getDualbound(), 0.0)):.4f})"
+    return val, secs, status
 
 
 def compare(net_path, label, points, scip_limit, tmp, fx, time_limit):
@@ -105,13 +111,21 @@ def main():
     ap.add_argument("--sweep-points", type=int, default=5)
     ap.add_argument("--wide", action="store_true",
                     help="GD nets of --widths on a k=6, d=100, n=60 fixture, all 6 test points")
+    ap.add_argument("--mnist", action="store_true",
+                    help="a GD width-1000 net on a k=10, d=784, n=200 fixture, --points test points")
     ap.add_argument("--time-limit", type=float, default=60, help="kktcert seconds per point")
     a = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     tmp = tempfile.mkdtemp()
     nets = []
     fx = FX
-    if a.wide:
+    if a.mnist:
+        fx = os.path.join(tmp, "mnist")
+        run("gen", "--k", "10", "--d", "784", "--n", "200", "--seed", "2", "--out", fx)
+        p = os.path.join(tmp, "gd1000.safetensors")
+        run("train", "--data", os.path.join(fx, "train.safetensors"), "--width", "1000", "--out", p)
+        nets.append(("GD width 1000, d=784", p, a.points))
+    elif a.wide:
         fx = os.path.join(tmp, "wide")
         run("gen", "--k", "6", "--d", "100", "--sigma", "1", "--n", "60", "--n-test", "6",
             "--seed", "1", "--out", fx)
@@ -122,7 +136,7 @@ def main():
         run("robust", "--fixture", fx, "--out", robust)
         nets.append(("GD width 100", gd, a.points))
         nets.append(("robust width 10", robust, a.points))
-    for w in [int(x) for x in a.widths.split(",") if x]:
+    for w in [] if a.mnist else [int(x) for x in a.widths.split(",") if x]:
         p = os.path.join(tmp, f"gd{w}.safetensors")
         run("train", "--data", os.path.join(fx, "train.safetensors"), "--width", str(w), "--out", p)
         nets.append((f"GD width {w}" + ("" if a.wide else " (sweep)"), p,

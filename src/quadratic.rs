@@ -42,9 +42,24 @@
 //!
 //! **Cost.** With F the free hurting neurons, Woodbury gives
 //! (I − νA)⁻¹ = I + W_Fᵀ S⁻¹ W_F with S = diag(1/(νp_F)) − K_FF (K = WWᵀ), so
-//! one evaluation is a Cholesky factorisation of S (|F|³/3 flops) and a few
-//! products with K: nothing in the input dimension. It is hand-written
-//! for that reason (a generic SDP solver would carry the d × d block).
+//! one evaluation is a Cholesky factorisation of S (|F|³/3 flops, blocked:
+//! `linalg::Cholesky`) and a few products with K: nothing in the
+//! input dimension. It is hand-written for that reason (a generic SDP
+//! solver would carry the d × d block).
+//!
+//! **Probing** (`probe`). A child of the node fixes one free neuron j:
+//! its parabola leaves (row and column i of S, and a²/(16α_j) from k) and
+//! c_j moves by some δ, to c_j' ≤ 0 fixed inactive (c_j' = −ρ) or
+//! c_j' ≥ νa_j fixed active (c_j' = νa_j + ρ). At the node's other
+//! parameters the child's D is a concave quadratic in δ: with Z = S⁻¹,
+//! s = Zf, h = K_{F,j}, and y = f + δh − (f_i + δK_jj)e_i the child's
+//! f' padded with a zero, deleting row and column i gives
+//! f'ᵀS'⁻¹f' = yᵀZy − (e_iᵀZy)²/Z_ii, and since K_FF = diag(1/α) − S,
+//! Zh = Z_{:,i}/α_j − e_i: every term is one of s_i, f_i, Z_ii, α_j,
+//! K_jj. So all 2|F| children cost one pass for diag(Z) (|F|³/3) and O(1)
+//! each, with the best ρ in closed form. The closed form is not rounded
+//! safely; a child it screens as pruned is certified by a full evaluation
+//! at the same parameters before anything is fixed.
 //!
 //! **Tolerance.** D is evaluated in floating point, not in interval
 //! arithmetic, with two safeguards sized by [`gamma`]`(n)` = 4n·ε (the
