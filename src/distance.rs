@@ -1257,11 +1257,6 @@ impl<'a> DistanceSolver<'a> {
     ) -> Option<(f64, DVector<f64>)> {
         let near =
             |c: &Option<(f64, DVector<f64>)>| c.as_ref().is_some_and(|c| c.0 <= lb + tol / 2.0);
-        let keep = |candidate: &mut Option<(f64, DVector<f64>)>, c: Option<(f64, DVector<f64>)>| {
-            if let Some(c) = c.filter(|c| candidate.as_ref().is_none_or(|old| c.0 < old.0)) {
-                *candidate = Some(c);
-            }
-        };
         for rel in [1e-12, 1e-11, 1e-10] {
             if near(&candidate) {
                 return candidate;
@@ -1273,13 +1268,13 @@ impl<'a> DistanceSolver<'a> {
                 Finish::Exact,
                 leaf.cuts,
             );
-            keep(&mut candidate, s.verify(&tight.delta));
+            candidate = nearer(candidate, s.verify(&tight.delta));
         }
         if !near(&candidate) {
-            keep(&mut candidate, self.region_witness(s, delta, lb));
+            candidate = nearer(candidate, self.region_witness(s, delta, lb));
         }
         if !near(&candidate) {
-            keep(&mut candidate, self.toward_interior(s, leaf.assign, delta));
+            candidate = nearer(candidate, self.toward_interior(s, leaf.assign, delta));
         }
         candidate
     }

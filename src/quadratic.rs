@@ -176,12 +176,12 @@ struct Groups {
     fixed: Vec<usize>,
 }
 
-/// One evaluation: D, the magnitude of its terms, and its gradient in the
-/// parameters.
+/// One evaluation: D, what it proves, and its gradient in the parameters.
 struct Eval {
     value: f64,
-    /// The magnitude of the terms of D (for the rounding discount).
-    scale: f64,
+    /// D less its rounding discount, γ(3m + 1) times the magnitude of
+    /// its terms: what the evaluation proves.
+    proven: f64,
     grad: DVector<f64>,
     /// The minimiser of ‖δ‖² − νQ(δ) is ½Wᵀy.
     y: DVector<f64>,
@@ -222,9 +222,8 @@ pub(crate) fn lower_bound(
     let mut y = DVector::zeros(node.u0.len());
     let mut f = |x: &DVector<f64>| match evaluate(node, &groups, &kff, x) {
         Some(e) => {
-            let value = e.value - gamma(3 * node.u0.len() + 1) * e.scale;
-            if value > best {
-                best = value;
+            if e.proven > best {
+                best = e.proven;
                 y = e.y;
             }
             if best >= target * target {
@@ -347,6 +346,9 @@ struct Parts {
     root_diag: Vec<f64>,
     k: f64,
     k_scale: f64,
+    /// cᵀKc and fᵀS⁻¹f.
+    ce: f64,
+    fs: f64,
 }
 
 impl Parts {
@@ -377,6 +379,7 @@ impl Parts {
         let e = node.kmat * &c;
         let f = DVector::from_iterator(n, g.free.iter().map(|&j| e[j]));
         let solved = chol.solve(&f);
+        let (ce, fs) = (c.dot(&e), f.dot(&solved));
         Some(Self {
             t,
             nu,
@@ -388,12 +391,14 @@ impl Parts {
             root_diag,
             k,
             k_scale,
+            ce,
+            fs,
         })
     }
 
     /// D = −k − ¼ cᵀ(K + K_{:,F} S⁻¹ K_{F,:})c and the magnitude of its terms.
     fn value(&self) -> (f64, f64) {
-        let (ce, fs) = (self.c.dot(&self.e), self.f.dot(&self.solved));
+        let (ce, fs) = (self.ce, self.fs);
         // The solve's rounding moves fᵀS⁻¹f by O(m·ε·(Σ √S_ii |x_i|)²).
         let spread: f64 = self
             .root_diag
@@ -425,7 +430,7 @@ fn evaluate(node: &Node, g: &Groups, kff: &DMatrix<f64>, x: &DVector<f64>) -> Op
     grad[0] = nu * (-node.k0 - t.beta1.dot(&z) - 2.0 * nu * t.gamma1.sum());
     Some(Eval {
         value,
-        scale,
+        proven: value - gamma(3 * node.u0.len() + 1) * scale,
         grad,
         y,
     })
@@ -541,16 +546,14 @@ impl Child {
         let hzh = q / alpha - kjj;
         // y = f + δh − (f_i + δK_jj)e_i: yᵀS⁻¹y = Y0 + Y1δ + Y2δ², and
         // e_iᵀS⁻¹y = w0 + w1δ; the child's f'ᵀS'⁻¹f' = yᵀS⁻¹y − (e_iᵀS⁻¹y)²/z.
-        let fs = p.f.dot(&p.solved);
-        let y0 = fs - 2.0 * fi * si + fi * fi * z;
+        let y0 = p.fs - 2.0 * fi * si + fi * fi * z;
         let y1 = 2.0 * (fzh - kjj * si - fi * q + fi * kjj * z);
         let y2 = hzh - 2.0 * kjj * q + kjj * kjj * z;
         let (w0, w1) = (si - fi * z, q - kjj * z);
         let child = [y0 - w0 * w0 / z, y1 - 2.0 * w0 * w1 / z, y2 - w1 * w1 / z];
         let beta = cj - 2.0 * alpha * u;
         let k_rest = p.k - alpha * u * u - beta * u - p.nu * p.nu * p.t.gamma1[j];
-        let ce = p.c.dot(&p.e);
-        let c0 = -k_rest - cj * u - 0.25 * (ce + child[0]);
+        let c0 = -k_rest - cj * u - 0.25 * (p.ce + child[0]);
         let c1 = -u - 0.25 * (2.0 * p.e[j] + child[1]);
         let c2 = 0.25 * (kjj + child[2]);
         let edge = if active { p.nu * node.a[j] } else { 0.0 };
@@ -591,8 +594,7 @@ impl Child {
         let mut cx = x.clone();
         cx[1 + j] = self.param;
         let e = evaluate(&child, &cg, &ckff, &cx)?;
-        let d = e.value - gamma(3 * node.u0.len() + 1) * e.scale;
-        Some(d.max(0.0).sqrt())
+        Some(e.proven.max(0.0).sqrt())
     }
 }
 

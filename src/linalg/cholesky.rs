@@ -55,14 +55,7 @@ impl Cholesky {
         let n = self.order();
         let l = self.l.as_slice();
         let mut x = y.clone();
-        for j in 0..n {
-            let col = &l[j * n..(j + 1) * n];
-            x[j] /= col[j];
-            let xj = x[j];
-            for i in j + 1..n {
-                x[i] -= xj * col[i];
-            }
-        }
+        self.forward(x.as_mut_slice(), 0);
         for j in (0..n).rev() {
             let col = &l[j * n..(j + 1) * n];
             let dot: f64 = (j + 1..n).map(|i| col[i] * x[i]).sum();
@@ -75,24 +68,32 @@ impl Cholesky {
     /// substitution per column from row i down (n³/3 multiply-adds).
     pub(crate) fn inverse_diagonal(&self) -> DVector<f64> {
         let n = self.order();
-        let l = self.l.as_slice();
         let mut y = vec![0.0; n];
         DVector::from_iterator(
             n,
             (0..n).map(|i| {
                 y[i..].fill(0.0);
                 y[i] = 1.0;
-                for j in i..n {
-                    let col = &l[j * n..(j + 1) * n];
-                    y[j] /= col[j];
-                    let yj = y[j];
-                    for r in j + 1..n {
-                        y[r] -= yj * col[r];
-                    }
-                }
+                self.forward(&mut y, i);
                 y[i..].iter().map(|v| v * v).sum()
             }),
         )
+    }
+
+    /// L y = b in place (b in `y`), for a b that is zero above row `from`:
+    /// the substitution starts there. Column-oriented, so each step is a
+    /// contiguous axpy.
+    fn forward(&self, y: &mut [f64], from: usize) {
+        let n = self.order();
+        let l = self.l.as_slice();
+        for j in from..n {
+            let col = &l[j * n..(j + 1) * n];
+            y[j] /= col[j];
+            let yj = y[j];
+            for (yr, lr) in y[j + 1..].iter_mut().zip(&col[j + 1..]) {
+                *yr -= yj * lr;
+            }
+        }
     }
 }
 
