@@ -620,7 +620,7 @@ impl Search<'_> {
     /// chords goes to it directly: its chords get one solve on the
     /// incumbent's ball, for the branching, the witness and the leaf test.
     /// Their cut rounds and bisection were 86% of a width-1000 search's
-    /// time and decided nothing there. Returns the solution the branching
+    /// time once probing was in, and decided nothing there. Returns the solution the branching
     /// should use, its radius, the dual cuts, and what the quadratic bound
     /// reached. The entry's bound is the parent's.
     fn bound(
