@@ -330,3 +330,23 @@ fn certificate_too_large_for_memory_is_refused_not_aborted() {
         "{err}"
     );
 }
+
+/// `kktcert … | head` closes the pipe before the results are written:
+/// the program ends quietly with status 0, not with a panic.
+#[test]
+fn closed_stdout_ends_quietly() {
+    let t = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kktcert"))
+        .args(["gen", "--k", "4", "--d", "20", "--n", "40", "--out"])
+        .arg(t.path().join("fx"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(t.path().join("fx").join("fixture.json").exists());
+}

@@ -37,7 +37,7 @@ pub struct Args {
 
 /// Prints the transfer table.
 pub fn print_table(reports: &[(String, AttackReport)]) {
-    println!("net | median r* | r*/√(d/k) | r*/√d | never flipped | flip rate at √(d/k)");
+    say!("net | median r* | r*/√(d/k) | r*/√d | never flipped | flip rate at √(d/k)");
     for (net, rep) in reports {
         let at = rep.scale_sqrt_d_over_k;
         let n = rep.points.len().max(1) as f64;
@@ -47,7 +47,7 @@ pub fn print_table(reports: &[(String, AttackReport)]) {
             .filter(|p| p.critical_radius.is_some_and(|r| r <= at))
             .count() as f64
             / n;
-        println!(
+        say!(
             "{} | {} | {} | {} | {} | {:.3}",
             net,
             fmt_opt(rep.median),

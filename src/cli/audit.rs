@@ -43,12 +43,15 @@ pub fn run(a: Args) -> Result<()> {
         ..Default::default()
     };
     let rep = audit(&fx.means, fx.spec.sigma, Some(&train), &opts)?;
-    println!(
+    say!(
         "{:<8} {:>14} {:>14} {:>14}  pass  witness",
-        "check", "value", "threshold", "slack"
+        "check",
+        "value",
+        "threshold",
+        "slack"
     );
     for c in &rep.checks {
-        println!(
+        say!(
             "{:<8} {:>14.6e} {:>14.6e} {:>14.6e}  {:<5} {}",
             c.name,
             c.value,
@@ -58,7 +61,7 @@ pub fn run(a: Args) -> Result<()> {
             c.witness
         );
     }
-    println!(
+    say!(
         "Assumption 2.2: {}; dataset properties P1–P6: {}",
         if rep.assumption_holds {
             "holds"

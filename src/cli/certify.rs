@@ -78,7 +78,7 @@ impl CertArgs {
 }
 
 pub fn print_certificate(c: &Certificate) {
-    println!(
+    say!(
         "{:?}: scale {:.6e}, residual ∈ [{:.6e}, {:.6e}] (relative [{:.3e}, {:.3e}]), δ_rel {:.3e}, support {} points, {} ambiguous pairs, {:.3}s → {:?}",
         c.norm,
         c.scale,
@@ -118,7 +118,7 @@ pub fn certify_series(
             (None, why) => format!("skipped: {}", why.as_deref().unwrap_or("-")),
         };
         bar.suspend(|| {
-            println!(
+            say!(
                 "{} step {}: normalised margin {:.4e}, {verdict}",
                 row.net,
                 row.step.map_or("-".into(), |s| s.to_string()),

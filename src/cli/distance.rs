@@ -74,9 +74,9 @@ fn parse_range(s: Option<&str>, n: usize) -> Result<Vec<usize>> {
 
 /// Prints the per-point table and the summary line.
 pub fn print_points(points: &[PointDistance]) {
-    println!("index label   lower        upper        status     nodes  unstable  seconds");
+    say!("index label   lower        upper        status     nodes  unstable  seconds");
     for p in points {
-        println!(
+        say!(
             "{:>5} {:>5} {:>12} {:>12} {:<10} {:>6} {:>8} {:>8.3}",
             p.index,
             p.label,
@@ -89,7 +89,7 @@ pub fn print_points(points: &[PointDistance]) {
         );
     }
     let summary = DistanceSummary::of(points);
-    println!(
+    say!(
         "{} points: {} exact, {} bounded, {} no flip; distance median {} min {} max {}",
         summary.count,
         summary.exact,

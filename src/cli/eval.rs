@@ -24,7 +24,7 @@ pub fn run(a: Args) -> Result<()> {
     let net = a.format.load(&a.net)?.function();
     let data = Dataset::load(&a.data)?;
     let e = Evaluation::of(&net, &data)?;
-    println!(
+    say!(
         "n={} accuracy={:.4} errors={} margin min/median/max={:.4e}/{:.4e}/{:.4e} ‖θ‖²={:.4e} normalised margin={:.4e}",
         e.n, e.accuracy, e.errors, e.min_margin, e.median_margin, e.max_margin, e.norm_sq, e.normalized_margin
     );

@@ -72,7 +72,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     let fx = Fixture::generate(spec)?;
     fx.save(&a.out)?;
-    println!(
+    say!(
         "wrote {} (k={}, d={}, n={}, n_test={})",
         a.out.display(),
         fx.spec.k,

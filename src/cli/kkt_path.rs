@@ -49,7 +49,7 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
     write_atomic(&out.join("path.csv"), csv(&rows).as_bytes())?;
     write_json(&out.join("path.json"), &rows)?;
     write_path_figure(&rows, &out.join("path.svg"))?;
-    println!(
+    say!(
         "{} checkpoints → {} (path.csv, path.json, path.svg)",
         rows.len(),
         out.display()

@@ -162,7 +162,7 @@ pub fn run(a: Args) -> Result<()> {
             ))
         }
     }
-    println!(
+    say!(
         "merged {n} {} shards → {}",
         parts[0].info.kind,
         a.out.display()

@@ -3,6 +3,15 @@
 //! helpers (progress bars, option parsing) live here; all numerics live in
 //! the library.
 
+/// `println!` for results: a closed pipe (`kktcert … | head`) ends the
+/// program quietly with status 0, as it does other Unix tools, instead of
+/// panicking; any other failure to write is an error with status 2.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::emit(format_args!($($arg)*))
+    };
+}
+
 mod attack;
 mod audit;
 mod certify;
@@ -23,6 +32,19 @@ use kktcert::kkt::Certificate;
 use kktcert::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
+
+/// Writes one line of results to stdout (see `say!`).
+fn emit(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(2);
+    }
+}
 
 #[derive(Parser)]
 #[command(

@@ -76,9 +76,9 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(b) = &a.betas {
         opts.beta_factors = parse_list("betas", b)?;
     }
-    println!("stage  beta          ε_rel ∈ [lower, upper]        δ_rel      violation  verdict     seconds");
+    say!("stage  beta          ε_rel ∈ [lower, upper]        δ_rel      violation  verdict     seconds");
     let (polished, rep) = polish(net, &train, test.as_ref(), &opts, |st| {
-        println!(
+        say!(
             "       {:<12.4e}  [{:.3e}, {:.3e}]  {:.3e}  {:.2e}  {:<10} {:.2}",
             st.beta,
             st.relative_lower,
@@ -95,11 +95,11 @@ pub fn run(a: Args) -> Result<()> {
     })?;
     let c = &rep.certificate;
     let mv = &rep.movement;
-    println!(
+    say!(
         "start: ε_rel ∈ [{:.3e}, {:.3e}]; polished: ε_rel ∈ [{:.3e}, {:.3e}], δ_rel {:.3e} → {:?} at τ_act = {:e} (`certify --act-tol {:e}` reproduces it) ({:.1}s)",
         rep.start.relative_lower, rep.start.relative_upper, c.relative_lower, c.relative_upper, c.relative_complementarity, c.verdict, c.act_tol, c.act_tol, rep.seconds
     );
-    println!(
+    say!(
         "moved: cos(θ0, θ) = {:.4} (no KKT point can exceed {:.4}: the start's part outside span{{(x_i, 1)}}), train agreement {:.4}, test agreement {}, live neurons {} → {}",
         mv.cosine,
         mv.cosine_bound,

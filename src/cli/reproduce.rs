@@ -77,7 +77,7 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         Some(s) => {
             rep.shard = Some(ShardInfo::new("reproduce", s, cells, &[])?);
             write_json(&out.join("report.json"), &rep)?;
-            println!(
+            say!(
                 "shard {}/{}: {} of {cells} cells in {:.0}s → {}/report.json (combine with `kktcert merge`)",
                 s.index,
                 s.count,
@@ -88,7 +88,7 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         }
         None => {
             write(&rep, &out)?;
-            println!(
+            say!(
                 "{} cells in {:.0}s → {} (report.md, report.json, figures/*.svg)",
                 rep.rows.len(),
                 rep.seconds,

@@ -31,6 +31,6 @@ pub fn run(a: Args) -> Result<()> {
     );
     let width = net.width();
     Checkpoint::new(net, meta).save(&a.out)?;
-    println!("robust network of width {width} → {}", a.out.display());
+    say!("robust network of width {width} → {}", a.out.display());
     Ok(())
 }

@@ -114,9 +114,12 @@ fn polished(net: Network, data: &Dataset, meta: &mut BTreeMap<String, String>) -
     let c = &rep.certificate;
     record_certificate(meta, c);
     meta.insert("polish_mode".into(), opts.mode.name().into());
-    println!(
+    say!(
         "polished: ε_rel ∈ [{:.3e}, {:.3e}], δ_rel {:.3e} → {:?}",
-        c.relative_lower, c.relative_upper, c.relative_complementarity, c.verdict
+        c.relative_lower,
+        c.relative_upper,
+        c.relative_complementarity,
+        c.verdict
     );
     Ok(net)
 }
@@ -159,7 +162,7 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
             saved += 1;
             save_step(dir, trained.steps, &trained.net, &meta)?;
         }
-        println!("{saved} checkpoints along the path → {}", dir.display());
+        say!("{saved} checkpoints along the path → {}", dir.display());
     }
     meta.insert("steps".into(), trained.steps.to_string());
     meta.insert("final_loss".into(), format!("{:e}", last.loss));
@@ -174,7 +177,7 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
     if let Some(path) = &a.log {
         write_atomic(path, log_csv(&trained.log).as_bytes())?;
     }
-    println!(
+    say!(
         "trained {} steps: loss {:.3e}, train accuracy {:.4}, min margin {:.4e}, normalised margin {:.4e}{}",
         trained.steps,
         last.loss,
