@@ -436,6 +436,31 @@ fn evaluate(node: &Node, g: &Groups, kff: &DMatrix<f64>, x: &DVector<f64>) -> Op
     })
 }
 
+/// Of the free hurting neurons `among`, the one whose parabola is
+/// loosest at the minimiser δ* = ½Wᵀy of the node's relaxation at
+/// `warm`: where νQ over-estimates ν·a·ReLU most, α_j(z_j ∓ νa_j/(4α_j))²
+/// at z* = u0 + ½Ky. `None` if `among` is empty.
+pub(crate) fn loosest(
+    node: &Node,
+    warm: &Warm,
+    y: &DVector<f64>,
+    among: &[usize],
+) -> Option<usize> {
+    let nu = warm.x[0].exp();
+    let gap = |j: usize| {
+        let alpha = warm.x[1 + j].exp();
+        let z = node.u0[j] + 0.5 * node.kmat.column(j).dot(y);
+        let touch = nu * node.a[j] / (4.0 * alpha);
+        let d = if z > 0.0 { z - touch } else { z + touch };
+        alpha * d * d
+    };
+    among
+        .iter()
+        .copied()
+        .filter(|&j| node.terms[j] == Term::Free)
+        .max_by(|&a, &b| gap(a).total_cmp(&gap(b)))
+}
+
 /// What probing a node's free neurons proved (see [`probe`]).
 pub(crate) enum Probe {
     /// Both states of some neuron are pruned, so the node is: the least
@@ -658,6 +683,58 @@ mod tests {
             .map(|_| kinds[rng.gen_range(0..kinds.len())])
             .collect();
         (&w * w.transpose(), u0, a, terms)
+    }
+
+    /// `loosest` picks, among the neurons offered, the free one where νQ
+    /// exceeds ν·a·ReLU most at the relaxation's minimiser, computed here
+    /// from the over-estimator's expanded form αz² + (νa/2)z + ν²a²/(16α)
+    /// rather than the completed square.
+    #[test]
+    fn loosest_is_where_the_parabola_exceeds_the_relu_most() {
+        let mut checked = 0;
+        for seed in 0..40 {
+            let (kmat, u0, a, terms) = random_node(seed, 12, 5);
+            let node = Node {
+                kmat: &kmat,
+                u0: &u0,
+                a: &a,
+                terms,
+                k0: 0.3,
+            };
+            let g = Groups::of(&node.terms);
+            let kff = kmat.select_rows(&g.free).select_columns(&g.free);
+            let x = start(&node, &kff, &g, None, 1.5);
+            let Some(e) = evaluate(&node, &g, &kff, &x) else {
+                continue;
+            };
+            let warm = Warm {
+                x: x.clone(),
+                terms: node.terms.clone(),
+            };
+            let nu = x[0].exp();
+            let excess = |j: usize| {
+                let alpha = x[1 + j].exp();
+                let z = u0[j] + 0.5 * (&kmat * &e.y)[j];
+                alpha * z * z + nu * a[j] / 2.0 * z + nu * nu * a[j] * a[j] / (16.0 * alpha)
+                    - nu * a[j] * z.max(0.0)
+            };
+            let among: Vec<usize> = (0..12).filter(|j| j % 3 != 0).collect();
+            let want = among
+                .iter()
+                .copied()
+                .filter(|&j| node.terms[j] == Term::Free)
+                .max_by(|&p, &q| excess(p).total_cmp(&excess(q)));
+            let got = loosest(&node, &warm, &e.y, &among);
+            assert_eq!(got, want, "seed {seed}");
+            if let Some(j) = got {
+                assert!(excess(j) > 0.0, "seed {seed}");
+                checked += 1;
+            }
+        }
+        assert!(
+            checked > 25,
+            "only {checked} nodes had a free neuron offered"
+        );
     }
 
     /// The closed form a probe screens children with equals a full
