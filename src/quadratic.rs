@@ -685,6 +685,28 @@ mod tests {
         (&w * w.transpose(), u0, a, terms)
     }
 
+    /// Runs `f` on the random node of [`random_node`] with k0 = 0.3, its
+    /// groups, K_FF and the cold start for a ball of radius 1.5.
+    fn on_random_node(
+        seed: u64,
+        m: usize,
+        d: usize,
+        f: impl FnOnce(&Node, &Groups, &DMatrix<f64>, &DVector<f64>),
+    ) {
+        let (kmat, u0, a, terms) = random_node(seed, m, d);
+        let node = Node {
+            kmat: &kmat,
+            u0: &u0,
+            a: &a,
+            terms,
+            k0: 0.3,
+        };
+        let g = Groups::of(&node.terms);
+        let kff = kmat.select_rows(&g.free).select_columns(&g.free);
+        let x = start(&node, &kff, &g, None, 1.5);
+        f(&node, &g, &kff, &x);
+    }
+
     /// `loosest` picks, among the neurons offered, the free one where νQ
     /// exceeds ν·a·ReLU most at the relaxation's minimiser, computed here
     /// from the over-estimator's expanded form αz² + (νa/2)z + ν²a²/(16α)
@@ -693,43 +715,35 @@ mod tests {
     fn loosest_is_where_the_parabola_exceeds_the_relu_most() {
         let mut checked = 0;
         for seed in 0..40 {
-            let (kmat, u0, a, terms) = random_node(seed, 12, 5);
-            let node = Node {
-                kmat: &kmat,
-                u0: &u0,
-                a: &a,
-                terms,
-                k0: 0.3,
-            };
-            let g = Groups::of(&node.terms);
-            let kff = kmat.select_rows(&g.free).select_columns(&g.free);
-            let x = start(&node, &kff, &g, None, 1.5);
-            let Some(e) = evaluate(&node, &g, &kff, &x) else {
-                continue;
-            };
-            let warm = Warm {
-                x: x.clone(),
-                terms: node.terms.clone(),
-            };
-            let nu = x[0].exp();
-            let excess = |j: usize| {
-                let alpha = x[1 + j].exp();
-                let z = u0[j] + 0.5 * (&kmat * &e.y)[j];
-                alpha * z * z + nu * a[j] / 2.0 * z + nu * nu * a[j] * a[j] / (16.0 * alpha)
-                    - nu * a[j] * z.max(0.0)
-            };
-            let among: Vec<usize> = (0..12).filter(|j| j % 3 != 0).collect();
-            let want = among
-                .iter()
-                .copied()
-                .filter(|&j| node.terms[j] == Term::Free)
-                .max_by(|&p, &q| excess(p).total_cmp(&excess(q)));
-            let got = loosest(&node, &warm, &e.y, &among);
-            assert_eq!(got, want, "seed {seed}");
-            if let Some(j) = got {
-                assert!(excess(j) > 0.0, "seed {seed}");
-                checked += 1;
-            }
+            on_random_node(seed, 12, 5, |node, g, kff, x| {
+                let (kmat, u0, a) = (node.kmat, node.u0, node.a);
+                let Some(e) = evaluate(node, g, kff, x) else {
+                    return;
+                };
+                let warm = Warm {
+                    x: x.clone(),
+                    terms: node.terms.clone(),
+                };
+                let nu = x[0].exp();
+                let excess = |j: usize| {
+                    let alpha = x[1 + j].exp();
+                    let z = u0[j] + 0.5 * (kmat * &e.y)[j];
+                    alpha * z * z + nu * a[j] / 2.0 * z + nu * nu * a[j] * a[j] / (16.0 * alpha)
+                        - nu * a[j] * z.max(0.0)
+                };
+                let among: Vec<usize> = (0..12).filter(|j| j % 3 != 0).collect();
+                let want = among
+                    .iter()
+                    .copied()
+                    .filter(|&j| node.terms[j] == Term::Free)
+                    .max_by(|&p, &q| excess(p).total_cmp(&excess(q)));
+                let got = loosest(node, &warm, &e.y, &among);
+                assert_eq!(got, want, "seed {seed}");
+                if let Some(j) = got {
+                    assert!(excess(j) > 0.0, "seed {seed}");
+                    checked += 1;
+                }
+            });
         }
         assert!(
             checked > 25,
@@ -744,50 +758,41 @@ mod tests {
     fn probe_screen_is_the_childs_value_at_its_best_row_multiplier() {
         let mut checked = 0;
         for seed in 0..40 {
-            let (kmat, u0, a, terms) = random_node(seed, 14, 6);
-            let node = Node {
-                kmat: &kmat,
-                u0: &u0,
-                a: &a,
-                terms,
-                k0: 0.3,
-            };
-            let g = Groups::of(&node.terms);
-            let kff = kmat.select_rows(&g.free).select_columns(&g.free);
-            let x = start(&node, &kff, &g, None, 1.5);
-            let Some(p) = Parts::at(&node, &g, &kff, &x) else {
-                continue;
-            };
-            let zdiag = p.chol.inverse_diagonal();
-            for i in 0..g.free.len() {
-                for active in [true, false] {
-                    let child = Child::screen(&node, &g, &p, &zdiag, i, active);
-                    let value = |param: f64| {
-                        let j = g.free[i];
-                        let mut terms = node.terms.clone();
-                        terms[j] = if active { Term::Active } else { Term::Inactive };
-                        let cn = Node { terms, ..node };
-                        let cg = Groups::of(&cn.terms);
-                        let ckff = kff.clone().remove_row(i).remove_column(i);
-                        let mut cx = x.clone();
-                        cx[1 + j] = param;
-                        evaluate(&cn, &cg, &ckff, &cx)
-                            .expect("a principal submatrix")
-                            .value
-                    };
-                    let full = value(child.param);
-                    let tol = 1e-8 * (1.0 + full.abs());
-                    assert!(
-                        (child.value - full).abs() <= tol,
-                        "{} vs {full}",
-                        child.value
-                    );
-                    for step in [0.9, 1.1] {
-                        assert!(value(child.param * step + 1e-3 * (step - 1.0)) <= full + tol);
+            on_random_node(seed, 14, 6, |node, g, kff, x| {
+                let Some(p) = Parts::at(node, g, kff, x) else {
+                    return;
+                };
+                let zdiag = p.chol.inverse_diagonal();
+                for i in 0..g.free.len() {
+                    for active in [true, false] {
+                        let child = Child::screen(node, g, &p, &zdiag, i, active);
+                        let value = |param: f64| {
+                            let j = g.free[i];
+                            let mut terms = node.terms.clone();
+                            terms[j] = if active { Term::Active } else { Term::Inactive };
+                            let cn = Node { terms, ..*node };
+                            let cg = Groups::of(&cn.terms);
+                            let ckff = kff.clone().remove_row(i).remove_column(i);
+                            let mut cx = x.clone();
+                            cx[1 + j] = param;
+                            evaluate(&cn, &cg, &ckff, &cx)
+                                .expect("a principal submatrix")
+                                .value
+                        };
+                        let full = value(child.param);
+                        let tol = 1e-8 * (1.0 + full.abs());
+                        assert!(
+                            (child.value - full).abs() <= tol,
+                            "{} vs {full}",
+                            child.value
+                        );
+                        for step in [0.9, 1.1] {
+                            assert!(value(child.param * step + 1e-3 * (step - 1.0)) <= full + tol);
+                        }
+                        checked += 1;
                     }
-                    checked += 1;
                 }
-            }
+            });
         }
         assert!(checked > 300, "only {checked} children checked");
     }
