@@ -625,9 +625,9 @@ impl Search<'_> {
     /// chords goes to it directly: its chords get one solve on the
     /// incumbent's ball, for the branching, the witness and the leaf test.
     /// Their cut rounds and bisection were 86% of a width-1000 search's
-    /// time once probing was in, and decided nothing there. Returns the solution the branching
-    /// should use, its radius, the dual cuts, and what the quadratic bound
-    /// reached. The entry's bound is the parent's.
+    /// time once probing was in, and decided nothing there. Returns the
+    /// solution the branching should use, its radius, the dual cuts, and
+    /// what the quadratic bound reached. The entry's bound is the parent's.
     fn bound(
         &self,
         assign: &Assign,
@@ -650,14 +650,15 @@ impl Search<'_> {
             let (qlb, w, y) = self.quadratic_bound(assign, big_r, big_r - tol, warm);
             // The two rules miss different slack (SPEC note 21): where the
             // quadratic bound binds, they alternate along each path.
+            let decisive = qlb > sol.lb;
             let depth = assign.iter().flatten().count();
-            if qlb > sol.lb && depth.is_multiple_of(2) {
+            if decisive && depth.is_multiple_of(2) {
                 sol.branch = self.loosest(assign, big_r, &cuts, &w, &y).or(sol.branch);
             }
             reached = Some(Quadratic {
                 warm: w,
                 delta: self.net.w().transpose() * y * 0.5,
-                decisive: qlb > sol.lb,
+                decisive,
             });
             sol.lb = sol.lb.max(qlb);
         }
