@@ -44,15 +44,18 @@
 //! (iv) **The quadratic bound** ([`crate::quadratic`]). Where the chords
 //! leave a node open, a second bound couples its free hurting neurons:
 //! each ReLU under a parabola valid everywhere, the S-lemma on the sum
-//! (the dual of the Shor SDP relaxation, maximised by L-BFGS and warm
-//! started from the parent's maximiser). The chords produce the
-//! candidates; the node's bound is the larger of the two; it is tried only
-//! where the chords leave more than 1% open (`QUADRATIC_GAP`). Where it is
-//! the larger, every other level of a path branches on the neuron whose
-//! parabola is loosest at the relaxation's minimiser (`quadratic::loosest`)
-//! instead of the chords' widest: each rule misses slack the other sees
-//! (SPEC note 21; the full sweep's `bounded` GD distances went from 23 to
-//! 10).
+//! (the dual of the Shor SDP relaxation, maximised by L-BFGS, behind a
+//! log-det barrier from a cold start and warm started from the parent's
+//! maximiser elsewhere). The maximiser, not the relaxation, was what left
+//! the sweep's last ten GD distances `bounded` (SPEC note 22): at one of
+//! their roots the Shor SDP's value is the distance itself. The chords
+//! produce the candidates; the node's bound is the larger of the two; it
+//! is tried only where the chords leave more than 1% open
+//! (`QUADRATIC_GAP`). Where it is the larger, every other level of a
+//! path branches on the neuron whose parabola is loosest at the
+//! relaxation's minimiser (`quadratic::loosest`) instead of the chords'
+//! widest: each rule misses slack the other sees (SPEC note 21; the full
+//! sweep's `bounded` GD distances went from 23 to 10).
 //! On GD nets trained from a large initialisation the quadratic bound is
 //! what closes the search: a k=8, d=1600, width-80 net went from 0/10
 //! points `exact` after 1,500 nodes to 10/10 in at most 0.36 s each.

@@ -455,6 +455,33 @@ fn quadratic_bound_closed_form() {
     }
 }
 
+/// Helping neurons whose linearisation is exact only at an end of λ's
+/// range: one active on the whole path (λ = 1), one inactive (λ = 0).
+/// With one hurting neuron and an output bias, flips need
+/// (a − e1)z ≥ c + e1·B on 0 ≤ z < 10 with z the hurting neuron's
+/// pre-activation, so the distance is (z* − z0)/‖w‖, and the bound reaches it
+/// only if it drives both λ to their ends.
+#[test]
+fn quadratic_bound_drives_helping_multipliers_to_their_ends() {
+    let (a, c, e1, e2, big) = (2.0, 1.0, 0.5, 0.7, 2.0);
+    let w = DMatrix::from_row_slice(3, 3, &[1.0, -2.0, 2.0, 1.0, -2.0, 2.0, 1.0, -2.0, 2.0]);
+    let x0 = DVector::from_vec(vec![0.3, 0.1, -0.4]);
+    let zstar = (c + e1 * big) / (a - e1);
+    for z0 in [0.0, -0.5, 0.9] {
+        let shift = z0 - (w.row(0) * &x0)[0];
+        let b = DVector::from_vec(vec![shift, shift + big, shift - 10.0]);
+        let v = DVector::from_vec(vec![-a, e1, e2]);
+        let net = Network::new(w.clone(), b, v).unwrap().with_output_bias(c);
+        let want = (zstar - z0) / 3.0;
+        // 60 iterations: 1e-13 here; 6e-7 with λ = logistic(θ).
+        let got = flip_distance_bound(&net, &x0, 2.0 * want, 60);
+        assert!(
+            (got - want).abs() <= 1e-9 * want,
+            "z0 = {z0}: {got} vs {want}"
+        );
+    }
+}
+
 /// The quadratic bound never exceeds the brute-force distance, and it is
 /// not vacuous: over random nets it reaches 0.77 of it on average.
 #[test]

@@ -45,6 +45,11 @@ impl Cholesky {
         Some(Self { l: s })
     }
 
+    /// ln det S = 2 Σ ln L_ii.
+    pub(crate) fn log_det(&self) -> f64 {
+        self.l.diagonal().iter().map(|d| 2.0 * d.ln()).sum()
+    }
+
     /// The order n.
     pub(crate) fn order(&self) -> usize {
         self.l.nrows()
