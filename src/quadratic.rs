@@ -180,15 +180,15 @@ pub fn flip_distance_bound(
 }
 
 /// Stages of a cold start's maximisation. All but the last maximise
-/// D + τ·ln det(I − νA), with τ = [`BARRIER_WEIGHT`]·D/|F| at the stage's start
-/// and a further tenfold smaller per stage (no barrier where D ≤ 0): the
-/// log-det barrier keeps the iterates off the domain's edge I − νA ⪰ 0 (S ⪰ 0), where
-/// the maximiser often lies (the trust-region "hard case") and where plain
-/// L-BFGS, its steps cut back by every evaluation outside, crawls. The
-/// last stage maximises D itself from there. Each stage gets an equal
-/// share of the iterations; the bound is the best D evaluated in any stage
-/// (SPEC note 22). Warm starts, near their parent's maximiser already,
-/// get the last stage only.
+/// D + τ·ln det(I − νA), with τ = [`BARRIER_WEIGHT`]·D/|F| at the stage's
+/// start and a further tenfold smaller per stage (no barrier where
+/// D ≤ 0): the log-det barrier keeps the iterates off the domain's edge
+/// I − νA ⪰ 0 (S ⪰ 0), where the maximiser often lies (the trust-region
+/// "hard case") and where plain L-BFGS, its steps cut back by every
+/// evaluation outside, crawls. The last stage maximises D itself from
+/// there. Each stage gets an equal share of the iterations; the bound is
+/// the best D evaluated in any stage (SPEC note 22). Warm starts, near
+/// their parent's maximiser already, get the last stage only.
 const BARRIER_STAGES: usize = 3;
 
 /// The first stage's barrier weight relative to D/|F|: the barrier's
@@ -489,7 +489,7 @@ fn evaluate(
         let mut barrier = p.chol.log_det();
         for (i, &j) in g.free.iter().enumerate() {
             grad[1 + j] += tau * (1.0 - zdiag[i] / t.alpha[j]);
-            barrier += x[1 + j];
+            barrier += x[1 + j]; // ln α_j
         }
         value += tau * barrier;
     }

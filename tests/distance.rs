@@ -459,8 +459,8 @@ fn quadratic_bound_closed_form() {
 /// range: one active on the whole path (λ = 1), one inactive (λ = 0).
 /// With one hurting neuron and an output bias, flips need
 /// (a − e1)z ≥ c + e1·B on 0 ≤ z < 10 with z the hurting neuron's
-/// pre-activation, so the distance is (z* − z0)/‖w‖, and the bound reaches it
-/// only if it drives both λ to their ends.
+/// pre-activation, so the distance is (z* − z0)/‖w‖, and the bound
+/// reaches it only if it drives both λ to their ends.
 #[test]
 fn quadratic_bound_drives_helping_multipliers_to_their_ends() {
     let (a, c, e1, e2, big) = (2.0, 1.0, 0.5, 0.7, 2.0);
