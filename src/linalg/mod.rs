@@ -723,13 +723,52 @@ fn well_conditioned(ch: &nalgebra::Cholesky<f64, nalgebra::Dyn>, h: &DMatrix<f64
     (0..h.nrows()).all(|i| l[(i, i)] * l[(i, i)] > 1e-10 * h[(i, i)])
 }
 
-/// Minimum-norm least-squares solution through the SVD (the rare singular case).
+/// Minimum-norm least-squares solution through the SVD (the rare singular
+/// case), checked by its normal equations.
+///
+/// nalgebra's SVD (0.33) can return a decomposition that does not
+/// recompose its matrix when its convergence threshold is too fine
+/// (dimforge/nalgebra#1172, #1072): on an 8×7 matrix of 0s and ±1s from
+/// the capped QP's KKT oracle (columns e_a − e_m and −e_i), `svd` put a
+/// singular value at 1.0000626 instead of 1 and recomposed with error
+/// 9.4e-3, and the NNLS built on it stopped 1.4e-3 short of a residual of
+/// 0. So the solution x must satisfy ‖Aᵀ(Ax − r)‖∞ ≤ 1e-10·‖A‖(‖A‖‖x‖∞ +
+/// ‖r‖∞) (a truncated singular value leaves at most 1e-14·‖A‖‖r‖ there);
+/// if not, the SVD is recomputed with the coarser thresholds
+/// [`SVD_RETRY_THRESHOLDS`] (relative to ‖A‖), and the best of the tries
+/// is returned.
 fn lstsq(m: &DMatrix<f64>, r: &DVector<f64>) -> DVector<f64> {
-    let svd = m.clone().svd(true, true);
-    let eps = 1e-14 * svd.singular_values.max();
-    svd.solve(r, eps)
-        .unwrap_or_else(|_| DVector::zeros(m.ncols()))
+    let norm = m.norm();
+    let slack = |x: &DVector<f64>| -> f64 {
+        let excess = (m.transpose() * (m * x - r)).amax();
+        excess - 1e-10 * norm * (norm * x.amax() + r.amax())
+    };
+    let mut best: Option<(f64, DVector<f64>)> = None;
+    let tries = std::iter::once(Some(m.clone().svd(true, true))).chain(
+        SVD_RETRY_THRESHOLDS
+            .iter()
+            .map(|&t| m.clone().try_svd(true, true, t * norm, 0)),
+    );
+    for svd in tries.flatten() {
+        let eps = 1e-14 * svd.singular_values.max();
+        let x = svd
+            .solve(r, eps)
+            .unwrap_or_else(|_| DVector::zeros(m.ncols()));
+        let s = slack(&x);
+        if s <= 0.0 {
+            return x;
+        }
+        if best.as_ref().is_none_or(|(b, _)| s < *b) {
+            best = Some((s, x));
+        }
+    }
+    best.map_or_else(|| DVector::zeros(m.ncols()), |(_, x)| x)
 }
+
+/// The SVD's convergence thresholds, relative to ‖A‖_F, that [`lstsq`]
+/// retries when nalgebra's default one returns a decomposition that
+/// fails the normal equations (1e-14 recomposed the 8×7 case to 2.7e-14).
+const SVD_RETRY_THRESHOLDS: [f64; 2] = [1e-14, 1e-12];
 
 /// Lawson–Hanson NNLS on the matrix itself: min ‖E u − f‖ over u ≥ 0.
 ///
@@ -835,6 +874,42 @@ pub fn ldp(gm: &DMatrix<f64>, h: &DVector<f64>) -> Ldp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The capped QP oracle's KKT system on which nalgebra's default SVD
+    /// recomposes with error 9.4e-3 (see [`lstsq`]): columns e_5 − e_4,
+    /// e_6 − e_0, e_7 − e_3 and −e_i for i ∈ {0, 1, 3, 4, 5, 6, 7}, and a
+    /// right-hand side (a QP's −∇ at its optimum) that the cone reaches
+    /// exactly: u_{−e_1} = −f_1 alone fits row 1. Before the check, NNLS
+    /// stopped with u_{−e_1} = 0.95539 and a residual of 1.4e-3.
+    #[test]
+    fn least_squares_survive_an_inaccurate_svd() {
+        let mut e = DMatrix::zeros(8, 10);
+        for (c, (a, m)) in [(5, 4), (6, 0), (7, 3)].into_iter().enumerate() {
+            e[(a, c)] = 1.0;
+            e[(m, c)] = -1.0;
+        }
+        for (c, i) in [0, 1, 3, 4, 5, 6, 7].into_iter().enumerate() {
+            e[(i, 3 + c)] = -1.0;
+        }
+        let f = DVector::from_vec(vec![
+            -1.1206559786861314,
+            -0.956755995585496,
+            -5.551115123125783e-17,
+            -0.014332963178007307,
+            -0.34944475514665474,
+            -0.5537693971472333,
+            0.5111265818055339,
+            -0.956755995585496,
+        ]);
+        let ep = e.select_columns(&[0, 1, 2, 3, 4, 7, 9]);
+        let x = lstsq(&ep, &f);
+        let normal = (ep.transpose() * (&ep * &x - &f)).amax();
+        assert!(normal <= 1e-14, "normal equations off by {normal:e}");
+        assert!((x[4] + f[1]).abs() <= 1e-14, "u_(-e_1) = {}", x[4]);
+        let u = nnls(&e, &f);
+        let res = (&e * &u - &f).norm();
+        assert!(res <= 1e-13, "NNLS residual {res:e}");
+    }
 
     #[test]
     fn nnls_small_known() {
