@@ -512,10 +512,7 @@ impl Capped<'_> {
     /// The position of the first pivot that keeps at most the share
     /// `share` of its diagonal (or sits near the ridge), if any.
     fn thin_pivot(&self, share: f64) -> Option<usize> {
-        self.factor.order.iter().enumerate().position(|(k, &u)| {
-            let p = self.factor.l[(k, k)].powi(2);
-            p <= share * self.diag[u] || p <= 100.0 * self.factor.ridge
-        })
+        self.factor.thin_pivot(|u| self.diag[u], share)
     }
 
     /// The reduced KKT system with the working rows `wi`, ridge ρ on PᵀHP,

@@ -474,9 +474,16 @@ impl Factor {
     /// and stays well above the ridge (a zero column's pivot is √ρ, which
     /// is a fair share of nothing).
     fn well_conditioned(&self, h: &DMatrix<f64>) -> bool {
-        self.order.iter().enumerate().all(|(k, &i)| {
+        self.thin_pivot(|i| h[(i, i)], 1e-10).is_none()
+    }
+
+    /// The position of the first pivot that keeps at most the share
+    /// `share` of its variable's diagonal `diag(i)` (or sits near the
+    /// ridge), if any.
+    fn thin_pivot(&self, diag: impl Fn(usize) -> f64, share: f64) -> Option<usize> {
+        self.order.iter().enumerate().position(|(k, &i)| {
             let p = self.l[(k, k)].powi(2);
-            p > 1e-10 * h[(i, i)] && p > 100.0 * self.ridge
+            p <= share * diag(i) || p <= 100.0 * self.ridge
         })
     }
 
