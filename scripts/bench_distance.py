@@ -36,6 +36,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -182,8 +183,19 @@ def compare(net_path, label, points, a, tmp, fx):
     ours = json.load(open(out))["points"]
     net = load_file(net_path)
     X = load_file(os.path.join(fx, "test.safetensors"))["X"]
-    return [dict(ours=p, peers=peers(net, X[p["index"]], p["upper"] * (1 + 1e-6), a))
-            for p in ours]
+    rows = []
+    for p in ours:
+        rows.append(dict(ours=p, peers=peers(net, X[p["index"]], p["upper"] * (1 + 1e-6), a)))
+        print(f"{label}: {point_line(rows[-1])}", file=sys.stderr, flush=True)
+    return rows
+
+
+def point_line(r):
+    """index, kktcert distance, status, nodes, seconds, then each peer's distance, seconds, status."""
+    p = r["ours"]
+    theirs = ", ".join(f"{name} {q['distance']:.9f}, {q['seconds']:.2f}, {q['status']}"
+                       for name, q in r["peers"].items())
+    return f"{p['index']}, {p['upper']:.9f}, {p['status']}, {p['nodes']}, {p['seconds']:.3f}, {theirs}"
 
 
 def summary(label, rows, peer):
@@ -257,11 +269,7 @@ def main():
     print("\nper point: net, index, kktcert distance, status, nodes, kktcert s,"
           " then per peer: distance, s, status")
     for label, r in detail:
-        p = r["ours"]
-        theirs = ", ".join(f"{name} {q['distance']:.9f}, {q['seconds']:.2f}, {q['status']}"
-                           for name, q in r["peers"].items())
-        print(f"{label}, {p['index']}, {p['upper']:.9f}, {p['status']}, {p['nodes']},"
-              f" {p['seconds']:.3f}, {theirs}")
+        print(f"{label}, {point_line(r)}")
 
 if __name__ == "__main__":
     main()
