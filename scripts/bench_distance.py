@@ -66,18 +66,19 @@ def flip_sign(W, b, v, x0):
 
 def tighten(W, b, v, x0, radius, max_rounds):
     """OBBT of the hurting neurons' ranges; returns (lo, hi, rounds)."""
-    warnings.filterwarnings("ignore", message="Solution may be inaccurate")
-    m, d = W.shape
     u0 = W @ x0 + b
-    hurt = flip_sign(W, b, v, x0) * v < 0
+    s0 = flip_sign(W, b, v, x0)
     lo, hi = ball_bounds(W, b, x0, radius)
     for rounds in range(1, max_rounds + 1):
-        prob, c, hurting = relaxation(W, v, u0, lo, hi, hurt, radius)
+        prob, c, hurting = relaxation(W, v, u0, s0, lo, hi, radius)
         new_lo, new_hi = lo.copy(), hi.copy()
         for j in hurting:
             for sign in (1.0, -1.0):
                 c.value = sign * W[j]
-                prob.solve(solver="CLARABEL")
+                with warnings.catch_warnings():
+                    # An inaccurate solve is skipped below; its warning adds nothing.
+                    warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+                    prob.solve(solver="CLARABEL")
                 if prob.status != "optimal":
                     continue  # "optimal_inaccurate" and the like: keep the looser bound
                 val = sign * prob.value + u0[j]
@@ -93,11 +94,11 @@ def tighten(W, b, v, x0, radius, max_rounds):
     return lo, hi, rounds
 
 
-def relaxation(W, v, u0, lo, hi, hurt, radius):
+def relaxation(W, v, u0, s0, lo, hi, radius):
     """min c.delta over the ball, exact helping epigraphs, hurting chords, the flip row."""
     import cvxpy as cp
 
-    s0 = np.sign(np.maximum(u0, 0) @ v)
+    hurt = s0 * v < 0
     unstable = (lo < 0) & (hi > 0)
     active, hurting, helping = (np.where(mask)[0] for mask in
                                 (lo >= 0, unstable & hurt, unstable & ~hurt))

@@ -39,13 +39,10 @@
 //! its iteration limit returns a feasible z: all that the callers'
 //! weak-duality bounds need.
 
-use super::{kkt_system, lstsq, well_conditioned, Factor, Finish, DEGENERACY_SHIFT, TOL};
+use super::{
+    kkt_system, lstsq, well_conditioned, Factor, Finish, CLAMPED_PIVOT, DEGENERACY_SHIFT, TOL,
+};
 use nalgebra::{DMatrix, DVector};
-
-/// A pivot whose square keeps at most this share of its unit's p_uᵀHp_u is
-/// *clamped*: the unit's column depends on those before it to working
-/// precision, and the face is treated as singular (its null direction).
-const CLAMPED_PIVOT: f64 = 1e-10;
 
 /// The share a warm start's pivots must keep: units whose pivot keeps less
 /// stay at 0 for the iterations to free, one at a time, if their gradients
@@ -504,7 +501,8 @@ impl Capped<'_> {
         (self.z[u] == 0.0 && self.flat(nd)).then_some(u)
     }
 
-    /// The position of the first clamped pivot in the factor, if any.
+    /// The position of the first clamped pivot in the factor, if any: the
+    /// face is then singular, and the pivot's unit gives its null direction.
     fn clamped(&self) -> Option<usize> {
         self.thin_pivot(CLAMPED_PIVOT)
     }

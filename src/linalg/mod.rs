@@ -149,6 +149,11 @@ const DEGENERACY_SHIFT: f64 = 1e-12;
 /// Relative tolerance on multipliers and feasibility inside the active set.
 const TOL: f64 = 1e-13;
 
+/// A Cholesky pivot whose square keeps at most this share of its diagonal
+/// is *clamped*: its column depends on those before it to working
+/// precision, and the matrix is treated as singular (duplicated columns).
+const CLAMPED_PIVOT: f64 = 1e-10;
+
 /// How hard [`qp_capped`] works on the end game.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Finish {
@@ -474,7 +479,7 @@ impl Factor {
     /// and stays well above the ridge (a zero column's pivot is √ρ, which
     /// is a fair share of nothing).
     fn well_conditioned(&self, h: &DMatrix<f64>) -> bool {
-        self.thin_pivot(|i| h[(i, i)], 1e-10).is_none()
+        self.thin_pivot(|i| h[(i, i)], CLAMPED_PIVOT).is_none()
     }
 
     /// The position of the first pivot that keeps at most the share
@@ -723,11 +728,12 @@ fn kkt_system(
     (k, rhs)
 }
 
-/// A Cholesky factor whose pivots all keep a fair share of their diagonal
-/// (a tiny pivot means H_FF is numerically singular: duplicated columns).
+/// A Cholesky factor whose pivots all keep more than [`CLAMPED_PIVOT`] of
+/// their diagonal (a tiny pivot means H_FF is numerically singular:
+/// duplicated columns).
 fn well_conditioned(ch: &nalgebra::Cholesky<f64, nalgebra::Dyn>, h: &DMatrix<f64>) -> bool {
     let l = ch.l_dirty();
-    (0..h.nrows()).all(|i| l[(i, i)] * l[(i, i)] > 1e-10 * h[(i, i)])
+    (0..h.nrows()).all(|i| l[(i, i)] * l[(i, i)] > CLAMPED_PIVOT * h[(i, i)])
 }
 
 /// Minimum-norm least-squares solution through the SVD (the rare singular
