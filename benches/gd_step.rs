@@ -2,8 +2,8 @@
 //! median wall time over repeats. `scripts/bench_train.py` runs this and the
 //! same step in NumPy and prints the ratio.
 
-use kktcert::data::Dataset;
-use kktcert::train::{init, loss_and_grad, step, Loss, TrainConfig};
+use kktcert::fit::gd::{init, loss_and_grad, step, Loss, TrainConfig};
+use kktcert::model::data::Dataset;
 use std::time::Instant;
 
 fn main() {

@@ -7,14 +7,15 @@
 //! the GIL released; library errors become `ValueError` with the CLI's
 //! message.
 
-use crate::attack::attack;
-use crate::checkpoint::{Checkpoint, LoadOptions, TensorNames};
-use crate::data::{Dataset, Means};
 use crate::distance::{DistanceOptions, DistanceSolver, PointDistance};
 use crate::error::Error;
+use crate::fit::polish::{polish, PolishMode, PolishOptions};
+use crate::io::checkpoint::{Checkpoint, LoadOptions};
+use crate::io::layout::TensorNames;
 use crate::kkt::{certificates_json, certify, parse_norms, CertifyOptions};
-use crate::net::Network;
-use crate::polish::{polish, PolishMode, PolishOptions};
+use crate::model::data::{Dataset, Means};
+use crate::model::net::Network;
+use crate::paper::attack::attack;
 use nalgebra::{DMatrix, DVector};
 use numpy::{PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;

@@ -4,13 +4,13 @@
 
 mod common;
 use common::*;
-use kktcert::attack::critical_radius;
-use kktcert::data::Fixture;
+use kktcert::distance::shor::flip_distance_bound;
 use kktcert::distance::{DistanceOptions, DistanceSolver, PointDistance, Status};
 use kktcert::linalg::{ldp, Ldp};
-use kktcert::net::Network;
-use kktcert::quadratic::flip_distance_bound;
-use kktcert::robust::robust_network;
+use kktcert::model::data::Fixture;
+use kktcert::model::net::Network;
+use kktcert::model::ray::critical_radius;
+use kktcert::paper::robust::robust_network;
 use nalgebra::{DMatrix, DVector};
 use quickcheck::{QuickCheck, TestResult};
 use rand::{Rng, SeedableRng};

@@ -4,12 +4,12 @@
 
 mod common;
 use common::*;
-use kktcert::data::Dataset;
-use kktcert::finish::{finish, FinishOptions};
+use kktcert::fit::cone::{finish, FinishOptions};
+use kktcert::fit::gd::{train, TrainConfig};
+use kktcert::fit::polish::{polish, PolishOptions};
 use kktcert::kkt::{certify, CertifyOptions, Norm, Verdict};
-use kktcert::net::Network;
-use kktcert::polish::{polish, PolishOptions};
-use kktcert::train::{train, TrainConfig};
+use kktcert::model::data::Dataset;
+use kktcert::model::net::Network;
 
 /// Σ_j |v_j|·‖(w_j, b_j)‖: ‖θ‖²/2 of the balanced net, the program's value.
 fn value(net: &Network) -> f64 {
@@ -135,7 +135,7 @@ fn polish_ends_at_the_first_finished_stage() {
         },
     );
     let opts = PolishOptions {
-        mode: kktcert::polish::PolishMode::Sparse,
+        mode: kktcert::fit::polish::PolishMode::Sparse,
         ..Default::default()
     };
     let (_, rep) = polish(&net, &data, None, &opts, |_| {}).unwrap();

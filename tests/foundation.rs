@@ -2,10 +2,10 @@
 
 mod common;
 use common::*;
-use kktcert::checkpoint::{load_net, Checkpoint};
-use kktcert::data::{Dataset, Fixture};
-use kktcert::net::{Evaluation, Network};
-use kktcert::train::{loss_and_grad, train, Loss, TrainConfig};
+use kktcert::fit::gd::{loss_and_grad, train, Loss, TrainConfig};
+use kktcert::io::checkpoint::{load_net, Checkpoint};
+use kktcert::model::data::{Dataset, Fixture};
+use kktcert::model::net::{Evaluation, Network};
 use nalgebra::{DMatrix, DVector};
 use std::collections::BTreeMap;
 
@@ -190,7 +190,7 @@ fn checkpoint_round_trip_and_f32() {
     assert_eq!(back.net, net);
     assert_eq!(
         back.metadata["format"],
-        kktcert::checkpoint::CHECKPOINT_FORMAT
+        kktcert::io::checkpoint::CHECKPOINT_FORMAT
     );
     assert_eq!(back.metadata["producer"], "test");
     // An F32 file written by hand loads and widens exactly.

@@ -3,10 +3,10 @@
 
 mod common;
 use common::*;
-use kktcert::data::Dataset;
+use kktcert::fit::gd::{train, TrainConfig};
 use kktcert::kkt::{certify, CertifyOptions, Method, Norm, Verdict, WarmStart};
-use kktcert::net::Network;
-use kktcert::train::{train, TrainConfig};
+use kktcert::model::data::Dataset;
+use kktcert::model::net::Network;
 use nalgebra::{DMatrix, DVector};
 use quickcheck::{QuickCheck, TestResult};
 
@@ -312,7 +312,7 @@ fn span_form_and_full_form_certificates_agree() {
         if net.margins(&data).iter().any(|&q| q <= 0.0) {
             continue;
         }
-        let span = kktcert::span::Span::of(data.x());
+        let span = kktcert::fit::span::Span::of(data.x());
         let (c, perp) = span.project(data.x(), net.w());
         assert!(perp.norm() > 1e-3 * net.w().norm(), "W⊥ is not exercised");
         let reduced = Network::new(c, net.b().clone(), net.v().clone()).unwrap();

@@ -3,11 +3,11 @@
 
 mod common;
 use common::*;
-use kktcert::data::Dataset;
+use kktcert::fit::gd::{train, TrainConfig};
+use kktcert::fit::polish::{polish, PolishOptions};
 use kktcert::kkt::{certify, CertifyOptions, Norm, Verdict};
-use kktcert::net::Network;
-use kktcert::polish::{polish, PolishOptions};
-use kktcert::train::{train, TrainConfig};
+use kktcert::model::data::Dataset;
+use kktcert::model::net::Network;
 use nalgebra::{DMatrix, DVector};
 use quickcheck::{QuickCheck, TestResult};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -80,7 +80,7 @@ fn train_with_polish_saves_a_certified_checkpoint() {
         s(&out),
     ]);
     assert!(text.contains("→ Kkt"), "{text}");
-    let ck = kktcert::checkpoint::Checkpoint::load(&out).unwrap();
+    let ck = kktcert::io::checkpoint::Checkpoint::load(&out).unwrap();
     assert_eq!(ck.metadata["kkt_verdict"], "Kkt");
     assert_eq!(ck.metadata["polish_mode"], "near");
     let rel: f64 = ck.metadata["kkt_relative_upper"].parse().unwrap();
@@ -89,7 +89,7 @@ fn train_with_polish_saves_a_certified_checkpoint() {
 
 /// A GD net of `width` on the training set of `name`, polished in the
 /// default (near) mode until certified.
-fn polished(name: &str, width: usize) -> (Dataset, Network, kktcert::polish::PolishReport) {
+fn polished(name: &str, width: usize) -> (Dataset, Network, kktcert::fit::polish::PolishReport) {
     let data = Dataset::load(&fixture(name).join("train.safetensors")).unwrap();
     let cfg = TrainConfig {
         width,

@@ -3,8 +3,8 @@
 
 mod common;
 use common::*;
-use kktcert::checkpoint::load_net;
-use kktcert::data::Dataset;
+use kktcert::io::checkpoint::load_net;
+use kktcert::model::data::Dataset;
 
 #[test]
 fn numpy_round_trip_agrees_to_1e12() {

@@ -3,11 +3,12 @@
 
 mod common;
 use common::strip_timing;
-use kktcert::report::{run, write, SweepConfig};
+use kktcert::experiment::render::write;
+use kktcert::experiment::sweep::{run, SweepConfig};
 
 fn mini() -> SweepConfig {
     SweepConfig {
-        sizes: vec![kktcert::report::Size {
+        sizes: vec![kktcert::experiment::sweep::Size {
             k: 4,
             d: 36,
             sigma: 1.0,
@@ -21,7 +22,7 @@ fn mini() -> SweepConfig {
 }
 
 /// The report as JSON without wall-clock fields.
-fn numbers(rep: &kktcert::report::Report) -> serde_json::Value {
+fn numbers(rep: &kktcert::experiment::sweep::Report) -> serde_json::Value {
     strip_timing(serde_json::to_value(rep).unwrap())
 }
 

@@ -2,10 +2,10 @@
 //! table), optionally sharded over the test points.
 
 use super::{fmt_opt, NetFormat};
-use kktcert::attack::{attack_points, AttackReport};
-use kktcert::data::{Dataset, Fixture};
-use kktcert::shard::{Shard, ShardInfo};
-use kktcert::tensors::write_json;
+use kktcert::io::tensors::write_json;
+use kktcert::jobs::shard::{Shard, ShardInfo};
+use kktcert::model::data::{Dataset, Fixture};
+use kktcert::paper::attack::{attack_points, AttackReport};
 use kktcert::Result;
 use std::path::{Path, PathBuf};
 

@@ -1,8 +1,8 @@
 //! `kktcert audit`: Assumption 2.2, label balance and P1–P6.
 
-use kktcert::audit::{audit, AuditOptions};
-use kktcert::data::{Dataset, Fixture};
-use kktcert::tensors::write_json;
+use kktcert::io::tensors::write_json;
+use kktcert::model::data::{Dataset, Fixture};
+use kktcert::paper::audit::{audit, AuditOptions};
 use kktcert::Result;
 use std::path::PathBuf;
 

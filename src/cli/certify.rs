@@ -3,13 +3,13 @@
 //! sharded across machines.
 
 use super::{progress, NetFormat};
-use kktcert::data::Dataset;
+use kktcert::experiment::path::{certify_row, list_checkpoints, SeriesRow};
+use kktcert::io::tensors::write_json;
+use kktcert::jobs::shard::{Shard, ShardInfo};
 use kktcert::kkt::{
     certificates_json, certify, parse_norms, Certificate, CertifyOptions, Method, Norm,
 };
-use kktcert::series::{certify_row, list_checkpoints, SeriesRow};
-use kktcert::shard::{Shard, ShardInfo};
-use kktcert::tensors::write_json;
+use kktcert::model::data::Dataset;
 use kktcert::{Error, Result};
 use std::path::PathBuf;
 

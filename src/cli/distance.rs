@@ -2,11 +2,11 @@
 //! threads and (with `--shard`) over machines.
 
 use super::{fmt_opt, progress, NetFormat};
-use kktcert::attack::universal_direction;
-use kktcert::data::{Dataset, Fixture};
 use kktcert::distance::{DistanceOptions, DistanceSolver, DistanceSummary, PointDistance};
-use kktcert::shard::{Shard, ShardInfo};
-use kktcert::tensors::write_json;
+use kktcert::io::tensors::write_json;
+use kktcert::jobs::shard::{Shard, ShardInfo};
+use kktcert::model::data::{Dataset, Fixture};
+use kktcert::paper::attack::universal_direction;
 use kktcert::{Error, Result};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};

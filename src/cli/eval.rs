@@ -1,9 +1,9 @@
 //! `kktcert eval`: accuracy, margins and normalised margin.
 
 use super::NetFormat;
-use kktcert::data::Dataset;
-use kktcert::net::Evaluation;
-use kktcert::tensors::write_json;
+use kktcert::io::tensors::write_json;
+use kktcert::model::data::Dataset;
+use kktcert::model::net::Evaluation;
 use kktcert::Result;
 use std::path::PathBuf;
 

@@ -1,6 +1,6 @@
 //! `kktcert gen`: a clustered fixture (SPEC §1).
 
-use kktcert::data::{Fixture, FixtureSpec, LabelRule, MeansKind, FIXTURE_FORMAT};
+use kktcert::model::data::{Fixture, FixtureSpec, LabelRule, MeansKind, FIXTURE_FORMAT};
 use kktcert::{Error, Result};
 use std::path::PathBuf;
 

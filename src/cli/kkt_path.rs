@@ -3,9 +3,9 @@
 
 use super::certify::{certify_series, CertArgs};
 use super::NetFormat;
-use kktcert::data::Dataset;
-use kktcert::series::{csv, list_checkpoints, write_path_figure};
-use kktcert::tensors::{read_metadata, write_atomic, write_json};
+use kktcert::experiment::path::{csv, list_checkpoints, write_path_figure};
+use kktcert::io::tensors::{read_metadata, write_atomic, write_json};
+use kktcert::model::data::Dataset;
 use kktcert::{Error, Result};
 use std::path::PathBuf;
 

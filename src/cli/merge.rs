@@ -7,11 +7,12 @@
 
 use super::attack::attack_json;
 use super::distance::distance_json;
-use kktcert::attack::AttackReport;
 use kktcert::distance::PointDistance;
-use kktcert::report::{merge as merge_reports, write, Report};
-use kktcert::shard::{check_complete, ShardInfo};
-use kktcert::tensors::{read_json, write_json};
+use kktcert::experiment::render::write;
+use kktcert::experiment::sweep::{merge as merge_reports, Report};
+use kktcert::io::tensors::{read_json, write_json};
+use kktcert::jobs::shard::{check_complete, ShardInfo};
+use kktcert::paper::attack::AttackReport;
 use kktcert::{Error, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -27,7 +27,8 @@ mod train;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use kktcert::checkpoint::{Checkpoint, LoadOptions, TensorNames};
+use kktcert::io::checkpoint::{Checkpoint, LoadOptions};
+use kktcert::io::layout::TensorNames;
 use kktcert::kkt::Certificate;
 use kktcert::{Error, Result};
 use std::collections::BTreeMap;

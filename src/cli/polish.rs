@@ -1,11 +1,11 @@
 //! `kktcert polish`: toward a certified KKT point of Problem (2).
 
 use super::{parse_list, record_certificate, NetFormat};
-use kktcert::checkpoint::Checkpoint;
-use kktcert::data::Dataset;
-use kktcert::finish::FinishOptions;
-use kktcert::polish::{polish, PolishMode, PolishOptions};
-use kktcert::tensors::write_json;
+use kktcert::fit::cone::FinishOptions;
+use kktcert::fit::polish::{polish, PolishMode, PolishOptions};
+use kktcert::io::checkpoint::Checkpoint;
+use kktcert::io::tensors::write_json;
+use kktcert::model::data::Dataset;
 use kktcert::Result;
 use std::path::PathBuf;
 

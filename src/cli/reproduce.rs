@@ -1,10 +1,11 @@
 //! `kktcert reproduce`: the end-to-end sweep, optionally one shard of its cells.
 
 use super::{fmt_opt, progress};
-use kktcert::regime::hypotheses;
-use kktcert::report::{cell_count, run as sweep, write, SweepConfig};
-use kktcert::shard::{Shard, ShardInfo};
-use kktcert::tensors::write_json;
+use kktcert::experiment::regime::hypotheses;
+use kktcert::experiment::render::write;
+use kktcert::experiment::sweep::{cell_count, run as sweep, SweepConfig};
+use kktcert::io::tensors::write_json;
+use kktcert::jobs::shard::{Shard, ShardInfo};
 use kktcert::{Error, Result};
 use std::path::PathBuf;
 

@@ -1,8 +1,8 @@
 //! `kktcert robust`: the Theorem 4.1 network.
 
-use kktcert::checkpoint::Checkpoint;
-use kktcert::data::Fixture;
-use kktcert::robust::robust_network;
+use kktcert::io::checkpoint::Checkpoint;
+use kktcert::model::data::Fixture;
+use kktcert::paper::robust::robust_network;
 use kktcert::Result;
 use std::collections::BTreeMap;
 use std::path::PathBuf;

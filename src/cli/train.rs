@@ -2,12 +2,12 @@
 //! path (for `kkt-path`) and polishing the result into a certified KKT point.
 
 use super::{progress, record_certificate};
-use kktcert::checkpoint::Checkpoint;
-use kktcert::data::Dataset;
-use kktcert::net::Network;
-use kktcert::polish::{polish, PolishOptions};
-use kktcert::tensors::write_atomic;
-use kktcert::train::{log_csv, train, Loss, TrainConfig};
+use kktcert::fit::gd::{log_csv, train, Loss, TrainConfig};
+use kktcert::fit::polish::{polish, PolishOptions};
+use kktcert::io::checkpoint::Checkpoint;
+use kktcert::io::tensors::write_atomic;
+use kktcert::model::data::Dataset;
+use kktcert::model::net::Network;
 use kktcert::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -32,9 +32,9 @@ mod working_set;
 pub use system::KktSystem;
 pub use working_set::WorkingSetStats;
 
-use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::net::Network;
+use crate::model::data::Dataset;
+use crate::model::net::Network;
 use nalgebra::DMatrix;
 use serde::Serialize;
 
@@ -235,7 +235,7 @@ pub fn certify(
         data.n(),
         net.width()
     );
-    crate::resources::ensure_fits(&what, base, instead)?;
+    crate::io::resources::ensure_fits(&what, base, instead)?;
     let sys = KktSystem::new(net, data, opts)?;
     let method = match opts.method {
         Method::Auto if sys.n() > FULL_GRAM_POINTS || sys.nvars() > FULL_GRAM_VARS => {
@@ -251,7 +251,7 @@ pub fn certify(
     }
     // The N×N Gram system: H, three n×n products and the QP's factorisation.
     let nv = sys.nvars() as f64;
-    crate::resources::ensure_fits(
+    crate::io::resources::ensure_fits(
         &format!("the certificate's {0}×{0} Gram system", sys.nvars()),
         base + 8.0 * (3.0 * n * n + 3.0 * nv * nv),
         "use the working-set method (`--method working-set`), certify a subset of the training points, or run on a machine with more memory",

@@ -10,10 +10,10 @@
 //! lets [`super::working_set`] certify n in the tens of thousands.
 
 use super::{AmbiguousPair, BlockResiduals, Certificate, CertifyOptions, Norm, Support, Verdict};
-use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::linalg::{product, qp_capped, Cap, Constraints, Finish};
-use crate::net::{relu, unit_margin_scale, Network};
+use crate::model::data::Dataset;
+use crate::model::net::{relu, unit_margin_scale, Network};
 use nalgebra::{DMatrix, DVector};
 use std::borrow::Cow;
 

@@ -69,7 +69,7 @@ pub(super) fn certify(
 ) -> Result<Certificate> {
     let mut set = WorkingSet::initial(full, initial.max(1));
     for round in 1.. {
-        crate::resources::ensure_fits(
+        crate::io::resources::ensure_fits(
             &format!(
                 "the certificate's working set of {} points",
                 set.points.len()

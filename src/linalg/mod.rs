@@ -47,6 +47,7 @@ use nalgebra::{DMatrix, DVector};
 
 mod capped;
 mod cholesky;
+pub mod lbfgs;
 pub use capped::{qp_capped, Cap, CappedSolution, Constraints};
 pub(crate) use cholesky::Cholesky;
 

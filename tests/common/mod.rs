@@ -1,9 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use kktcert::data::{Dataset, Fixture, FixtureSpec, LabelRule, MeansKind, FIXTURE_FORMAT};
-use kktcert::net::Network;
-use kktcert::train::{train, TrainConfig};
+use kktcert::fit::gd::{train, TrainConfig};
+use kktcert::model::data::{Dataset, Fixture, FixtureSpec, LabelRule, MeansKind, FIXTURE_FORMAT};
+use kktcert::model::net::Network;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

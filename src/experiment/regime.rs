@@ -17,9 +17,9 @@
 //! within reach of one machine because the polish runs in the span form,
 //! whose cost does not grow with d.
 
-use crate::data::{Fixture, FixtureSpec};
 use crate::error::Result;
-use crate::report::{audit_fixture, spec, SearchRow, Size, SweepConfig};
+use crate::experiment::sweep::{audit_fixture, spec, SearchRow, Size, SweepConfig};
+use crate::model::data::{Fixture, FixtureSpec};
 
 /// The d grid of the search: 100·4^j.
 const D_GRID: [usize; 5] = [400, 1600, 6400, 25_600, 102_400];

@@ -2,8 +2,8 @@
 //! a string and written atomically).
 
 use crate::error::{Error, Result};
-use crate::report::{Report, Row};
-use crate::tensors::write_atomic;
+use crate::experiment::sweep::{Report, Row};
+use crate::io::tensors::write_atomic;
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -32,7 +32,7 @@ pub(crate) fn svg(
     write_atomic(path, buf.as_bytes())
 }
 
-fn kind<'a>(row: &'a Row, name: &str) -> Option<&'a crate::report::KindResult> {
+fn kind<'a>(row: &'a Row, name: &str) -> Option<&'a crate::experiment::sweep::KindResult> {
     row.kinds.iter().find(|(n, _)| n == name).map(|(_, k)| k)
 }
 

@@ -9,7 +9,7 @@
 
 use crate::error::{Error, Result};
 use safetensors::{Dtype, SafeTensors};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -268,19 +268,41 @@ impl safetensors::View for &OwnedTensor {
 }
 
 /// Serialises named tensors with string metadata and writes them atomically.
+/// The metadata is written in key order, so the same tensors and metadata
+/// give the same bytes on every run.
 pub fn write_tensors(
     path: &Path,
     tensors: &[(&str, OwnedTensor)],
-    metadata: HashMap<String, String>,
+    metadata: BTreeMap<String, String>,
 ) -> Result<()> {
-    let meta = if metadata.is_empty() {
-        None
-    } else {
-        Some(metadata)
-    };
-    let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (*n, t)), &meta)
+    let meta = (!metadata.is_empty()).then(|| metadata.clone().into_iter().collect());
+    let mut bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (*n, t)), &meta)
         .map_err(|e| Error::file(path, format!("cannot serialise: {e:?}")))?;
+    if !metadata.is_empty() {
+        sort_metadata(&mut bytes, &metadata)
+            .ok_or_else(|| Error::file(path, "cannot order the safetensors header"))?;
+    }
     write_atomic(path, &bytes)
+}
+
+/// Rewrites the header's `__metadata__` in key order. safetensors takes the
+/// metadata as a `HashMap`, whose order changes from run to run; the
+/// reordered header has exactly the same length (same keys and values), so
+/// the data offsets stand.
+fn sort_metadata(bytes: &mut [u8], metadata: &BTreeMap<String, String>) -> Option<()> {
+    let len = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header = bytes.get_mut(8..8 + len)?;
+    let mut value: serde_json::Value = serde_json::from_slice(header).ok()?;
+    let sorted: serde_json::Map<String, serde_json::Value> = metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    *value.get_mut("__metadata__")? = serde_json::Value::Object(sorted);
+    let text = serde_json::to_vec(&value).ok()?;
+    (text.len() <= len).then_some(())?;
+    header[..text.len()].copy_from_slice(&text);
+    header[text.len()..].fill(b' ');
+    Some(())
 }
 
 /// Writes `bytes` to a temporary file beside `path`, then renames it over

@@ -8,13 +8,13 @@
 //! comparable along the path) and the ℓ2 certificate of the rescaled net;
 //! [`write_path_figure`] draws ε_rel and the margin against the step, log–log.
 
-use crate::checkpoint::{Checkpoint, LoadOptions};
-use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::figures::{nice_points, plot_err, svg};
+use crate::experiment::figures::{nice_points, plot_err, svg};
+use crate::io::checkpoint::{Checkpoint, LoadOptions};
+use crate::io::tensors::read_metadata;
 use crate::kkt::{certify, Certificate, CertifyOptions, Norm};
-use crate::net::Evaluation;
-use crate::tensors::read_metadata;
+use crate::model::data::Dataset;
+use crate::model::net::Evaluation;
 use plotters::prelude::*;
 use serde::Serialize;
 use std::path::{Path, PathBuf};

@@ -36,9 +36,9 @@
 //! solver `good_lp` already builds on. The certificate of [`crate::kkt`],
 //! not this construction, is the judge of the result.
 
-use crate::data::Dataset;
-use crate::net::Network;
-use crate::span::augmented;
+use crate::fit::span::augmented;
+use crate::model::data::Dataset;
+use crate::model::net::Network;
 use clarabel::algebra::CscMatrix;
 use clarabel::solver::{
     DefaultSettingsBuilder, DefaultSolver, IPSolver, SolverStatus, SupportedConeT,

@@ -5,9 +5,9 @@
 //! constructor checks both. The flattening order of θ is fixed — W row-major,
 //! then b, then v — and every module that flattens uses [`Network::flat`].
 
-use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::linalg::product;
+use crate::model::data::Dataset;
 use nalgebra::{DMatrix, DVector};
 
 /// The factor 1/√(min q) that rescales a net with margins `q` to min-margin
@@ -143,7 +143,7 @@ impl Network {
 
     /// θ flattened: W row-major, then b, then v.
     pub fn flat(&self) -> Vec<f64> {
-        let mut t = crate::data::row_major(&self.w);
+        let mut t = crate::model::data::row_major(&self.w);
         t.extend(self.b.iter());
         t.extend(self.v.iter());
         t

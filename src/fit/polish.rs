@@ -18,13 +18,13 @@
 //! ReLU network with the current parameters is certified by [`crate::kkt`];
 //! that certificate, not this optimiser, is the judge.
 
-use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::finish::{finish, FinishOptions};
+use crate::fit::cone::{finish, FinishOptions};
+use crate::fit::span::{kkt_cosine_bound, Span};
 use crate::kkt::{certify, Certificate, CertifyOptions, Norm, Verdict, WarmStart};
-use crate::lbfgs::minimize;
-use crate::net::{median_sorted, Activation, Network};
-use crate::span::{kkt_cosine_bound, Span};
+use crate::linalg::lbfgs::minimize;
+use crate::model::data::Dataset;
+use crate::model::net::{median_sorted, Activation, Network};
 use nalgebra::{DMatrix, DVector};
 use serde::Serialize;
 use std::cell::Cell;
@@ -93,7 +93,7 @@ pub struct PolishOptions {
     /// which is what a reproducible sweep needs.
     pub iteration_budget: Option<usize>,
     /// After each uncertified stage, try the cone program of the stage's
-    /// activation pattern ([`crate::finish`]); None skips it.
+    /// activation pattern ([`crate::fit::cone`]); None skips it.
     pub finish: Option<FinishOptions>,
 }
 
@@ -371,7 +371,7 @@ pub fn polish(
     ))
 }
 
-/// The span form of the training data ([`crate::span`]), used when it is
+/// The span form of the training data ([`crate::fit::span`]), used when it is
 /// smaller: the optimiser works on (C, b, v) over Z, and W⊥ only decays
 /// toward its proximal anchor.
 struct SpanForm {

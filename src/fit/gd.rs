@@ -5,9 +5,9 @@
 //! so the optional loss-normalised step η_t = min(η / L(θ_t), η_max) keeps the
 //! margin growing, as in the implicit-bias analyses.
 
-use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::net::{Activation, Network};
+use crate::model::data::Dataset;
+use crate::model::net::{Activation, Network};
 use nalgebra::{DMatrix, DVector};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -5,9 +5,9 @@
 //! near-orthogonal means), so N(x) ≈ y_j √d/2 and flipping the sign needs a
 //! perturbation of order √d/2.
 
-use crate::data::Means;
 use crate::error::{Error, Result};
-use crate::net::Network;
+use crate::model::data::Means;
+use crate::model::net::Network;
 use nalgebra::{DMatrix, DVector};
 
 /// Builds the Theorem 4.1 network of width `width` (≥ k; default k).

@@ -6,9 +6,9 @@
 //! load). It reads
 //! * that layout, from any program (NumPy, PyTorch after renaming);
 //! * a PyTorch state dict with exactly two linear layers, recognised by
-//!   shape and order ([`crate::layout`]), or named explicitly with
+//!   shape and order ([`crate::io::layout`]), or named explicitly with
 //!   [`TensorNames`] (`--tensors W=…,b=…,v=…[,c=…]`);
-//! * an ONNX graph of a two-layer ReLU MLP ([`crate::onnx`]);
+//! * an ONNX graph of a two-layer ReLU MLP ([`crate::io::onnx`]);
 //!
 //! in F16, BF16, F32 or F64. A second layer with a bias gives an output bias
 //! c: [`Checkpoint::function`] is N(x) + c exactly, while Problem (2) — and so
@@ -16,71 +16,15 @@
 //! [`Checkpoint::homogeneous`] enforces.
 
 use crate::error::{Error, Result};
-use crate::layout::recognise;
-use crate::net::Network;
-use crate::tensors::{write_tensors, Dim, OwnedTensor, TensorFile};
+use crate::io::layout::{recognise, TensorNames};
+use crate::io::tensors::{write_tensors, Dim, OwnedTensor, TensorFile};
+use crate::model::net::Network;
 use nalgebra::{DMatrix, DVector};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Format tag stored under the metadata key `format`.
 pub const CHECKPOINT_FORMAT: &str = "kktcert/two-layer-relu/v1";
-
-/// Which tensors of a safetensors file hold W, b, v and the optional output
-/// bias c. `b` may be absent (a first layer without bias: b = 0).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TensorNames {
-    pub w: String,
-    pub b: Option<String>,
-    pub v: String,
-    pub c: Option<String>,
-}
-
-impl TensorNames {
-    /// kktcert's own names.
-    pub fn native() -> Self {
-        Self {
-            w: "W".into(),
-            b: Some("b".into()),
-            v: "v".into(),
-            c: None,
-        }
-    }
-
-    /// Parses `W=NAME,b=NAME,v=NAME[,c=NAME]`.
-    pub fn parse(s: &str) -> Result<Self> {
-        let mut map = BTreeMap::new();
-        for part in s.split(',') {
-            let (k, v) = part.split_once('=').ok_or_else(|| {
-                Error::param(
-                    "tensors",
-                    format!("`{part}` in `{s}`, expected KEY=NAME with KEY one of W, b, v, c"),
-                )
-            })?;
-            if !["W", "b", "v", "c"].contains(&k.trim()) {
-                return Err(Error::param(
-                    "tensors",
-                    format!("unknown key `{k}` in `{s}`, expected W, b, v or c"),
-                ));
-            }
-            map.insert(k.trim().to_string(), v.trim().to_string());
-        }
-        let need = |k: &str| {
-            map.get(k).cloned().ok_or_else(|| {
-                Error::param(
-                    "tensors",
-                    format!("`{s}` does not name `{k}` (W and v are required)"),
-                )
-            })
-        };
-        Ok(Self {
-            w: need("W")?,
-            v: need("v")?,
-            b: map.get("b").cloned(),
-            c: map.get("c").cloned(),
-        })
-    }
-}
 
 /// How to read a checkpoint.
 #[derive(Clone, Debug, Default)]
@@ -125,7 +69,7 @@ impl Checkpoint {
                     "applies to safetensors checkpoints, not ONNX graphs",
                 ));
             }
-            let (net, output_bias) = crate::onnx::load(path)?;
+            let (net, output_bias) = crate::io::onnx::load(path)?;
             let mut metadata = BTreeMap::new();
             metadata.insert("source".into(), "onnx".into());
             return Ok(Self {
@@ -174,12 +118,12 @@ impl Checkpoint {
     pub fn save(&self, path: &Path) -> Result<()> {
         let net = &self.net;
         let (m, d) = (net.width(), net.dim());
-        let mut meta: HashMap<String, String> = self.metadata.clone().into_iter().collect();
+        let mut meta = self.metadata.clone();
         meta.insert("format".into(), CHECKPOINT_FORMAT.into());
         let mut tensors = vec![
             (
                 "W",
-                OwnedTensor::f64(vec![m, d], crate::data::row_major(net.w())),
+                OwnedTensor::f64(vec![m, d], crate::model::data::row_major(net.w())),
             ),
             ("b", OwnedTensor::f64(vec![m], net.b().iter().copied())),
             ("v", OwnedTensor::f64(vec![m], net.v().iter().copied())),

@@ -41,7 +41,7 @@
 //! after 60 s (55,000–160,000 nodes) to `exact` in 1–5 nodes and at most
 //! 0.06 s.
 //!
-//! (iv) **The quadratic bound** ([`crate::quadratic`]). Where the chords
+//! (iv) **The quadratic bound** ([`crate::distance::shor`]). Where the chords
 //! leave a node open, a second bound couples its free hurting neurons:
 //! each ReLU under a parabola valid everywhere, the S-lemma on the sum
 //! (the dual of the Shor SDP relaxation, maximised by L-BFGS, behind a
@@ -53,14 +53,14 @@
 //! is tried only where the chords leave more than 1% open
 //! (`QUADRATIC_GAP`). Where it is the larger, every other level of a
 //! path branches on the neuron whose parabola is loosest at the
-//! relaxation's minimiser (`quadratic::loosest`) instead of the chords'
+//! relaxation's minimiser (`shor::loosest`) instead of the chords'
 //! widest: each rule misses slack the other sees (SPEC note 21; the full
 //! sweep's `bounded` GD distances went from 23 to 10).
 //! On GD nets trained from a large initialisation the quadratic bound is
 //! what closes the search: a k=8, d=1600, width-80 net went from 0/10
 //! points `exact` after 1,500 nodes to 10/10 in at most 0.36 s each.
 //!
-//! (v) **Probing** (`quadratic::probe`). After a node's quadratic
+//! (v) **Probing** (`shor::probe`). After a node's quadratic
 //! bound, the bound of each child that fixes one free hurting neuron has a
 //! closed form at the node's maximiser (deleting a row and column of the
 //! Woodbury matrix, O(1) per child after one pass over the inverse's
@@ -85,13 +85,14 @@
 //! primal point, re-checked by a fresh forward pass before it becomes the
 //! incumbent.
 
-use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::linalg::{qp_capped, Cap, Constraints, Finish};
-use crate::net::{relu, Network};
-use crate::quadratic::{self, Probe, Warm};
+use crate::model::data::Dataset;
+use crate::model::net::{relu, Network};
+pub mod shor;
 use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
+use shor::{Probe, Warm};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::rc::Rc;
@@ -111,7 +112,7 @@ pub struct DistanceOptions {
     pub cut_rounds: usize,
     /// L-BFGS iterations of the quadratic (S-lemma) bound per node, tried
     /// where the chords leave the node open (0 turns it off; see
-    /// [`crate::quadratic`]).
+    /// [`crate::distance::shor`]).
     pub quadratic_iterations: usize,
 }
 
@@ -708,7 +709,7 @@ impl Search<'_> {
     }
 
     /// The node's lower bound from quadratic over-estimators of its free
-    /// hurting neurons ([`crate::quadratic`]), started from parabolas
+    /// hurting neurons ([`crate::distance::shor`]), started from parabolas
     /// fitted to the ball of the incumbent radius `big_r` or from `warm`, a
     /// parent's maximiser.
     fn quadratic_bound(
@@ -721,13 +722,13 @@ impl Search<'_> {
         let node = self.quadratic_node(assign);
         // A cold start (the root) gets more iterations than a warm one.
         let iterations = self.quadratic_iterations * if warm.is_some() { 1 } else { 4 };
-        quadratic::lower_bound(&node, warm, big_r, target, iterations)
+        shor::lower_bound(&node, warm, big_r, target, iterations)
     }
 
     /// Where a node whose quadratic bound binds should branch: the free
     /// hurting neuron (free also on the incumbent's ball cut by `cuts`, so
     /// that both children can hold flips) whose parabola is loosest at the
-    /// relaxation's minimiser ([`quadratic::loosest`]).
+    /// relaxation's minimiser ([`shor::loosest`]).
     fn loosest(
         &self,
         assign: &Assign,
@@ -742,20 +743,20 @@ impl Search<'_> {
         let free: Vec<usize> = (0..eff.len())
             .filter(|&j| self.roles[j] == Role::Hurt && eff[j].is_none())
             .collect();
-        quadratic::loosest(&node, warm, y, &free)
+        shor::loosest(&node, warm, y, &free)
     }
 
-    /// The hurting neurons of the node that [`quadratic::probe`] proves
+    /// The hurting neurons of the node that [`shor::probe`] proves
     /// can be fixed (their other state has no flip nearer than `target`),
     /// from the node's quadratic maximiser `warm`.
     fn probe(&self, assign: &Assign, warm: &Warm, target: f64) -> Probe {
-        quadratic::probe(&self.quadratic_node(assign), warm, target, PROBE_BUDGET)
+        shor::probe(&self.quadratic_node(assign), warm, target, PROBE_BUDGET)
     }
 
     /// The node as the quadratic bound sees it.
-    fn quadratic_node(&self, assign: &Assign) -> quadratic::Node<'_> {
-        let (terms, k0) = quadratic::terms(self.s0, self.net.v(), self.wnorm, &self.u0, assign);
-        quadratic::Node {
+    fn quadratic_node(&self, assign: &Assign) -> shor::Node<'_> {
+        let (terms, k0) = shor::terms(self.s0, self.net.v(), self.wnorm, &self.u0, assign);
+        shor::Node {
             kmat: self.kmat,
             u0: &self.u0,
             a: &self.abs_v,
@@ -808,7 +809,7 @@ impl Search<'_> {
             return None;
         }
         let e = e / n;
-        let r = crate::attack::critical_radius(self.net, &self.x0, self.s0, &(-&e * self.s0))?;
+        let r = crate::model::ray::critical_radius(self.net, &self.x0, self.s0, &(-&e * self.s0))?;
         [0.0, 1e-12, 1e-10, 1e-8].iter().find_map(|&push| {
             let x = &self.x0 + &e * (r * (1.0 + push));
             (self.out(&x) <= 0.0).then(|| ((&x - &self.x0).norm(), x))
@@ -1384,7 +1385,7 @@ impl<'a> DistanceSolver<'a> {
                 // same ray (a witness on a tangent piece of the boundary).
                 let n = delta.norm();
                 let e = &delta / n;
-                let r = crate::attack::critical_radius(self.original, x0, s.s0, &(-&e * s.s0))?;
+                let r = crate::model::ray::critical_radius(self.original, x0, s.s0, &(-&e * s.s0))?;
                 PUSHES
                     .iter()
                     .find_map(|&push| flips(x0 + &e * (r * (1.0 + push))))
@@ -1603,7 +1604,7 @@ impl DistanceSummary {
             bounded: count(Status::Bounded),
             no_flip: count(Status::NoFlip),
             on_boundary: count(Status::OnBoundary),
-            median: (!v.is_empty()).then(|| crate::net::median_sorted(&v)),
+            median: (!v.is_empty()).then(|| crate::model::net::median_sorted(&v)),
             min: v.first().copied(),
             max: v.last().copied(),
         }
@@ -1613,7 +1614,7 @@ impl DistanceSummary {
 #[cfg(test)]
 mod tests {
     use super::{cut_max, Assign, DistanceSolver, DualCut, Entry, Finish, Search};
-    use crate::net::Network;
+    use crate::model::net::Network;
     use nalgebra::{DMatrix, DVector};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;

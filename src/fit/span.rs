@@ -21,7 +21,7 @@
 //! Hand-written because it is the product: no library offers this
 //! reduction, and it is a few dense products and one symmetric eigensolve.
 
-use crate::net::Network;
+use crate::model::net::Network;
 use nalgebra::{DMatrix, DVector, SymmetricEigen};
 
 /// Eigenvalues below this fraction of the largest are treated as zero: the

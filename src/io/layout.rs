@@ -13,10 +13,65 @@
 //! Anything else must be named with `--tensors`; the error lists what the
 //! file holds so that is easy.
 
-use crate::checkpoint::TensorNames;
 use crate::error::{Error, Result};
-use crate::tensors::TensorFile;
+use crate::io::tensors::TensorFile;
 use std::collections::BTreeMap;
+
+/// Which tensors of a safetensors file hold W, b, v and the optional output
+/// bias c. `b` may be absent (a first layer without bias: b = 0).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorNames {
+    pub w: String,
+    pub b: Option<String>,
+    pub v: String,
+    pub c: Option<String>,
+}
+
+impl TensorNames {
+    /// kktcert's own names.
+    pub fn native() -> Self {
+        Self {
+            w: "W".into(),
+            b: Some("b".into()),
+            v: "v".into(),
+            c: None,
+        }
+    }
+
+    /// Parses `W=NAME,b=NAME,v=NAME[,c=NAME]`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let mut map = BTreeMap::new();
+        for part in s.split(',') {
+            let (k, v) = part.split_once('=').ok_or_else(|| {
+                Error::param(
+                    "tensors",
+                    format!("`{part}` in `{s}`, expected KEY=NAME with KEY one of W, b, v, c"),
+                )
+            })?;
+            if !["W", "b", "v", "c"].contains(&k.trim()) {
+                return Err(Error::param(
+                    "tensors",
+                    format!("unknown key `{k}` in `{s}`, expected W, b, v or c"),
+                ));
+            }
+            map.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        let need = |k: &str| {
+            map.get(k).cloned().ok_or_else(|| {
+                Error::param(
+                    "tensors",
+                    format!("`{s}` does not name `{k}` (W and v are required)"),
+                )
+            })
+        };
+        Ok(Self {
+            w: need("W")?,
+            v: need("v")?,
+            b: map.get("b").cloned(),
+            c: map.get("c").cloned(),
+        })
+    }
+}
 
 /// A linear layer's tensors: weight shape, and bias shape if present.
 #[derive(Clone, Debug, Default)]

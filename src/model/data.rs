@@ -8,15 +8,12 @@
 //! deterministic IEEE arithmetic.
 
 use crate::error::{Error, Result};
-use crate::tensors::{read_json, write_json, write_tensors, Dim, OwnedTensor, TensorFile};
 use nalgebra::{DMatrix, DVector};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::path::Path;
 
 /// Version tag written into every fixture description.
 pub const FIXTURE_FORMAT: &str = "kktcert/fixture/v1";
@@ -214,39 +211,6 @@ impl Means {
         let y = DVector::from_column_slice(&self.labels);
         self.mu.transpose() * y
     }
-
-    /// Writes `mu` [k,d] and `labels` [k] as F64.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        write_tensors(
-            path,
-            &[
-                (
-                    "mu",
-                    OwnedTensor::f64(vec![self.k(), self.d()], row_major(&self.mu)),
-                ),
-                (
-                    "labels",
-                    OwnedTensor::f64(vec![self.k()], self.labels.clone()),
-                ),
-            ],
-            HashMap::new(),
-        )
-    }
-
-    /// Reads a means file written by [`Means::save`] or by another program.
-    pub fn load(path: &Path) -> Result<Self> {
-        let f = TensorFile::open(path)?;
-        let (mu, shape) = f.floats("mu", &[Dim::Any, Dim::Any])?;
-        let (labels, _) = f.floats("labels", &[Dim::Is(shape[0])])?;
-        check_labels(&labels).map_err(|msg| Error::field(path, "labels", msg))?;
-        if shape[0] < 2 {
-            return Err(Error::field(path, "mu", "k = 1, expected k ≥ 2 clusters"));
-        }
-        Ok(Self {
-            mu: DMatrix::from_row_slice(shape[0], shape[1], &mu),
-            labels,
-        })
-    }
 }
 
 /// A labelled sample: `x` [n, d], `y` ∈ {±1}ⁿ and, when known, the cluster of
@@ -319,52 +283,10 @@ impl Dataset {
             .map(|c| indices.iter().map(|&i| c[i]).collect());
         Self::new(x, y, cluster)
     }
-
-    /// Writes `X` [n,d] F64, `y` [n] F64 and, when known, `cluster` [n] I64.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let mut tensors = vec![
-            (
-                "X",
-                OwnedTensor::f64(vec![self.n(), self.d()], row_major(&self.x)),
-            ),
-            ("y", OwnedTensor::f64(vec![self.n()], self.y.clone())),
-        ];
-        if let Some(c) = &self.cluster {
-            tensors.push((
-                "cluster",
-                OwnedTensor::i64(vec![self.n()], c.iter().map(|&v| v as i64)),
-            ));
-        }
-        write_tensors(path, &tensors, HashMap::new())
-    }
-
-    /// Reads a dataset; `cluster` is optional, `X` and `y` are required.
-    pub fn load(path: &Path) -> Result<Self> {
-        let f = TensorFile::open(path)?;
-        let (x, shape) = f.floats("X", &[Dim::Any, Dim::Any])?;
-        let n = shape[0];
-        let (y, _) = f.floats("y", &[Dim::Is(n)])?;
-        check_labels(&y).map_err(|msg| Error::field(path, "y", msg))?;
-        let cluster = if f.has("cluster") {
-            let c = f.ints("cluster", &[Dim::Is(n)])?;
-            if let Some(bad) = c.iter().find(|&&v| v < 0) {
-                return Err(Error::field(
-                    path,
-                    "cluster",
-                    format!("negative cluster id {bad}"),
-                ));
-            }
-            Some(c.into_iter().map(|v| v as usize).collect())
-        } else {
-            None
-        };
-        Self::new(DMatrix::from_row_slice(n, shape[1], &x), y, cluster)
-            .map_err(|e| Error::file(path, e.to_string()))
-    }
 }
 
 /// Labels must be exactly ±1 (the error says which index is not).
-fn check_labels(y: &[f64]) -> std::result::Result<(), String> {
+pub(crate) fn check_labels(y: &[f64]) -> std::result::Result<(), String> {
     match y.iter().position(|&v| v != 1.0 && v != -1.0) {
         Some(i) => Err(format!("label {} at index {i}, expected +1 or -1", y[i])),
         None => Ok(()),
@@ -391,44 +313,6 @@ impl Fixture {
         let means = spec.means()?;
         let train = spec.sample(&means, false)?;
         let test = spec.sample(&means, true)?;
-        Ok(Self {
-            spec,
-            means,
-            train,
-            test,
-        })
-    }
-
-    /// Writes the four files into `dir` (each atomically).
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        write_json(&dir.join("fixture.json"), &self.spec)?;
-        self.means.save(&dir.join("means.safetensors"))?;
-        self.train.save(&dir.join("train.safetensors"))?;
-        self.test.save(&dir.join("test.safetensors"))
-    }
-
-    /// Loads a fixture directory, checking the parts agree with each other.
-    pub fn load(dir: &Path) -> Result<Self> {
-        let spec_path = dir.join("fixture.json");
-        let spec: FixtureSpec = read_json(&spec_path)?;
-        spec.validate()
-            .map_err(|e| Error::file(&spec_path, e.to_string()))?;
-        let means = Means::load(&dir.join("means.safetensors"))?;
-        let train = Dataset::load(&dir.join("train.safetensors"))?;
-        let test = Dataset::load(&dir.join("test.safetensors"))?;
-        for (name, d) in [
-            ("means", means.d()),
-            ("train", train.d()),
-            ("test", test.d()),
-        ] {
-            if d != spec.d {
-                return Err(Error::Mismatch(format!(
-                    "{}: {name} has d = {d}, fixture.json says d = {}",
-                    dir.display(),
-                    spec.d
-                )));
-            }
-        }
         Ok(Self {
             spec,
             means,

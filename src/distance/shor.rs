@@ -86,9 +86,9 @@
 //! rejected two thirds of the points the maximisation visits on a k=32
 //! node, and the best ones with them.
 
-use crate::lbfgs;
+use crate::linalg::lbfgs;
 use crate::linalg::Cholesky;
-use crate::net::Network;
+use crate::model::net::Network;
 use nalgebra::{DMatrix, DVector};
 
 /// 4n·ε: the rounding constant γ_n = nε/(1 − nε) of an n-term sum, with

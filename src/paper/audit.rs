@@ -5,8 +5,8 @@
 //! The paper's constants are unknown; C_A, C_P, σ_max and c_bal are options
 //! with the spec's defaults, never literals.
 
-use crate::data::{Dataset, Means};
 use crate::error::{Error, Result};
+use crate::model::data::{Dataset, Means};
 use serde::Serialize;
 
 /// The audit's constants.

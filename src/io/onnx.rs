@@ -17,7 +17,7 @@
 //! widened exactly from its stored precision.
 
 use crate::error::{Error, Result};
-use crate::net::Network;
+use crate::model::net::Network;
 use nalgebra::{DMatrix, DVector};
 use prost::Message;
 use std::collections::HashMap;

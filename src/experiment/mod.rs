@@ -1,0 +1,9 @@
+//! The experiment: the `reproduce` sweep over clustered fixtures
+//! ([`sweep`], its cells chosen by [`regime`]), certificates along a GD
+//! path ([`path`]), and the SVG figures ([`figures`]).
+
+pub mod figures;
+pub mod path;
+pub mod regime;
+pub mod render;
+pub mod sweep;

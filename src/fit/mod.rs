@@ -1,0 +1,9 @@
+//! Fitting networks: full-batch gradient descent ([`gd`]), the polish that
+//! carries a trained net to a certified KKT point of Problem (2)
+//! ([`polish`], finished by the cone program of [`cone`]), and the span
+//! form that makes both independent of the input dimension ([`span`]).
+
+pub mod cone;
+pub mod gd;
+pub mod polish;
+pub mod span;
