@@ -114,6 +114,16 @@ impl Entry {
     }
 }
 
+/// A node to branch: its bound, the neuron to branch on, and its
+/// quadratic bound's maximiser (to probe with and warm-start the children).
+struct Branch<'a> {
+    node: usize,
+    assign: &'a Assign,
+    lb: f64,
+    neuron: usize,
+    quadratic: Option<Quadratic>,
+}
+
 /// The open nodes: the tree of their assignments and the best-first queue.
 struct Open {
     tree: Tree,
@@ -123,19 +133,16 @@ struct Open {
 }
 
 impl Open {
-    /// Queues the children of the node `e` (bound `lb`) that branch on
-    /// neuron `j`, after probing: neurons the probe fixes need no
+    /// Queues the children of a node, after probing: neurons the probe fixes need no
     /// branching, and a probe that prunes both children closes the node.
-    fn branch(
-        &mut self,
-        s: &Search,
-        e: &Entry,
-        assign: &Assign,
-        lb: f64,
-        j: usize,
-        quadratic: Option<Quadratic>,
-        target: f64,
-    ) {
+    fn branch(&mut self, s: &Search, b: Branch, target: f64) {
+        let Branch {
+            node: parent,
+            assign,
+            lb,
+            neuron: j,
+            quadratic,
+        } = b;
         let quadratic_first = quadratic.as_ref().is_some_and(|q| q.decisive);
         let (fixed, warm) = match quadratic.map(|q| s.probe(assign, &q.warm, target)) {
             Some(Probe::Pruned(plb)) => {
@@ -156,12 +163,12 @@ impl Open {
         let children: Vec<usize> = if fixed.is_empty() {
             [true, false]
                 .into_iter()
-                .map(|state| self.tree.child(e.node, j, state))
+                .map(|state| self.tree.child(parent, j, state))
                 .collect()
         } else {
             let node = fixed
                 .iter()
-                .fold(e.node, |n, &(k, state)| self.tree.child(n, k, state));
+                .fold(parent, |n, &(k, state)| self.tree.child(n, k, state));
             vec![node]
         };
         for node in children {
@@ -255,7 +262,16 @@ impl DistanceSolver<'_> {
             *best = self.refine(s, c);
         }
         match nb.sol.branch {
-            Some(j) => open.branch(s, &e, &assign, lb, j, nb.quadratic, best.distance - tol),
+            Some(neuron) => {
+                let b = Branch {
+                    node: e.node,
+                    assign: &assign,
+                    lb,
+                    neuron,
+                    quadratic: nb.quadratic,
+                };
+                open.branch(s, b, best.distance - tol)
+            }
             // The relaxation is exact here: its optimum is this node's value.
             None => open.lower = open.lower.min(lb),
         }
