@@ -14,7 +14,7 @@
 //!
 //! **Why aggregation.** A tight cap row is an equality between two
 //! variables, z_a = c_a z_m. Carried as a working row of the general method
-//! ([`super::qp_nonneg`]) it costs a KKT factorisation per iteration,
+//! (the general active-set method the tests compare it with) it costs a KKT factorisation per iteration,
 //! O(k³): 82% of the distance search's time at width 200. Eliminated, it
 //! turns the master's column into the *group* column
 //! p_m = e_m + Σ_{a tight} c_a e_a, and the problem stays bound-constrained
@@ -39,9 +39,9 @@
 //! its iteration limit returns a feasible z: all that the callers'
 //! weak-duality bounds need.
 
-use super::{
-    kkt_system, lstsq, well_conditioned, Factor, Finish, CLAMPED_PIVOT, DEGENERACY_SHIFT, TOL,
-};
+use super::factor::{kkt_system, well_conditioned, Factor};
+use super::lstsq::lstsq;
+use super::{Finish, CLAMPED_PIVOT, DEGENERACY_SHIFT, TOL};
 use nalgebra::{DMatrix, DVector};
 
 /// The share a warm start's pivots must keep: units whose pivot keeps less
@@ -100,7 +100,7 @@ pub struct CappedSolution {
 
 /// Solves min ½zᵀHz − gᵀz s.t. z ≥ 0, the caps z_a ≤ c_a·z_m(a) and the
 /// general rows A z ≤ b. The general rows' right-hand sides are relaxed by
-/// 1e-12 relative against degeneracy, as in [`super::qp_nonneg`] (callers
+/// 1e-12 relative against degeneracy, as in the general active-set method (callers
 /// repair z onto them); the caps hold exactly.
 ///
 /// The method stops early, unconverged, once the objective reaches `floor`
@@ -817,7 +817,7 @@ impl Capped<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::qp_nonneg;
+    use super::super::active_set::qp_nonneg;
     use super::*;
     use quickcheck::{QuickCheck, TestResult};
     use rand::{Rng, SeedableRng};
