@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Polish and large-d benchmarks of the README's "Polish" table (issue 9's
-# cases). Prints wall time and peak memory per step; repeat and take medians.
+# Polish and large-d benchmarks of docs/BENCHMARKS.md ("Polish" table).
+# Prints wall time and peak memory per step; repeat and take medians.
 #   bash scripts/bench_polish.sh [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The Shor SDP bound at the root of a point's distance search (SPEC note 22).
+"""The Shor SDP bound at the root of a point's distance search (SPEC §4, "The multi-neuron bound").
 
     python scripts/shor_root_sdp.py NET.safetensors DATA.safetensors INDEX
 

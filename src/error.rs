@@ -13,6 +13,25 @@ pub enum Error {
     /// A file could not be read, written or parsed as a whole.
     #[error("{path}: {msg}")]
     File { path: String, msg: String },
+    /// The operating system refused an operation on a file (the file is
+    /// missing, unreadable, or the disk is full); `source` says which.
+    #[error("{path}: cannot {action}: {source}")]
+    Io {
+        path: String,
+        /// What was attempted: "read", "write", "list", …
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A problem too large for the memory available: refused before the
+    /// allocation, so the process never aborts.
+    #[error("invalid parameter `memory`: {what} needs about {need} but {available} is available; {instead}")]
+    OutOfMemory {
+        what: String,
+        need: String,
+        available: String,
+        instead: String,
+    },
     /// A field inside a file (a tensor, a JSON key) has the wrong content.
     #[error("{path}: field `{field}`: {msg}")]
     Field {
@@ -41,6 +60,15 @@ impl Error {
         Error::File {
             path: path.display().to_string(),
             msg: msg.into(),
+        }
+    }
+
+    /// An operating-system error on `path` while attempting `action`.
+    pub fn io(path: &Path, action: &'static str, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.display().to_string(),
+            action,
+            source,
         }
     }
 

@@ -18,13 +18,22 @@ use crate::model::net::Network;
 use crate::paper::attack::attack;
 use nalgebra::{DMatrix, DVector};
 use numpy::{PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyFileNotFoundError, PyMemoryError, PyValueError};
 use pyo3::prelude::*;
 use rayon::prelude::*;
 use std::path::Path;
 
+/// The Python exception that fits: a missing file is `FileNotFoundError`,
+/// a problem refused for its memory `MemoryError`, any other bad input
+/// `ValueError`; each carries the CLI's one-line message.
 fn value_error(e: Error) -> PyErr {
-    PyValueError::new_err(e.to_string())
+    match &e {
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            PyFileNotFoundError::new_err(e.to_string())
+        }
+        Error::OutOfMemory { .. } => PyMemoryError::new_err(e.to_string()),
+        _ => PyValueError::new_err(e.to_string()),
+    }
 }
 
 fn matrix(a: &PyReadonlyArray2<f64>, name: &str) -> PyResult<DMatrix<f64>> {
@@ -52,8 +61,8 @@ fn dataset(x: &PyReadonlyArray2<f64>, y: &PyReadonlyArray1<f64>) -> PyResult<Dat
     Dataset::new(matrix(x, "X")?, y.as_array().to_vec(), None).map_err(value_error)
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("results serialise")
+fn to_json<T: serde::Serialize>(v: &T) -> crate::Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Numerical(format!("cannot serialise: {e}")))
 }
 
 type Arrays<'py> = (
@@ -127,7 +136,7 @@ fn certify_json(
             .iter()
             .map(|&n| certify(&net, &data, n, &opts))
             .collect::<crate::Result<Vec<_>>>()?;
-        Ok(to_json(&certificates_json(&certs)))
+        to_json(&certificates_json(&certs))
     })
     .map_err(value_error)
 }
@@ -175,7 +184,7 @@ fn distance_json(
                 .map(|&i| solver.distance(&data.point(i), i, data.y()[i], &opts))
                 .collect::<crate::Result<_>>()
         })?;
-        Ok(to_json(&points))
+        to_json(&points)
     })
     .map_err(value_error)
 }
@@ -212,7 +221,8 @@ fn polish_json<'py>(
     let (polished, report) = py
         .detach(|| {
             net.check_dim(&data)?;
-            polish(&net, &data, None, &opts, |_| {}).map(|(n, r)| (n, to_json(&r)))
+            let (n, r) = polish(&net, &data, None, &opts, |_| {})?;
+            Ok((n, to_json(&r)?))
         })
         .map_err(value_error)?;
     Ok((arrays(py, &polished)?, report))
@@ -239,7 +249,17 @@ fn attack_json(
     let data = dataset(&x, &y)?;
     let means = Means::new(matrix(&means, "means")?, mean_labels.as_array().to_vec())
         .map_err(value_error)?;
-    py.detach(|| attack(&net, &data, &means, grid, max_radius).map(|r| to_json(&r)))
+    py.detach(|| to_json(&attack(&net, &data, &means, grid, max_radius)?))
+        .map_err(value_error)
+}
+
+/// Merges `--shard i/N` outputs into what the unsharded run writes;
+/// returns the command's name and the number of shards.
+#[pyfunction]
+fn merge(py: Python<'_>, shards: Vec<String>, out: &str) -> PyResult<(String, usize)> {
+    let paths: Vec<std::path::PathBuf> = shards.iter().map(Into::into).collect();
+    py.detach(|| crate::jobs::merge::merge(&paths, Path::new(out)))
+        .map(|m| (m.kind.name().to_string(), m.shards))
         .map_err(value_error)
 }
 
@@ -250,5 +270,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(distance_json, m)?)?;
     m.add_function(wrap_pyfunction!(polish_json, m)?)?;
     m.add_function(wrap_pyfunction!(attack_json, m)?)?;
+    m.add_function(wrap_pyfunction!(merge, m)?)?;
     Ok(())
 }

@@ -321,7 +321,8 @@ fn span_form_and_full_form_certificates_agree() {
             data.x(),
             &reduced,
             &DMatrix::zeros(perp.nrows(), perp.ncols()),
-        );
+        )
+        .unwrap();
         let of_span = certify(&reduced, &z, Norm::L2, &exact).unwrap();
         let of_in = certify(&in_span, &data, Norm::L2, &exact).unwrap();
         let of_full = certify(&net, &data, Norm::L2, &exact).unwrap();

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import _native
 
-__all__ = ["load_net", "certify", "distance", "polish", "attack"]
+__all__ = ["load_net", "certify", "distance", "polish", "attack", "merge"]
 
 
 def _f64(a, name, ndim):
@@ -106,3 +106,10 @@ def attack(W, b, v, means, mean_labels, X, y, grid=41, max_radius=None, c=0.0):
         W, b, v, float(c), _f64(means, "means", 2), _f64(mean_labels, "mean_labels", 1), _f64(X, "X", 2), _f64(y, "y", 1), int(grid), max_radius
     )
     return json.loads(out)
+
+
+def merge(shards, out):
+    """Combine the outputs of ``--shard i/N`` runs (JSON files of ``distance``,
+    ``certify`` or ``attack``, or ``reproduce`` directories) into ``out``,
+    exactly as the unsharded run writes it. Returns ``(command, shards)``."""
+    return _native.merge([str(s) for s in shards], str(out))

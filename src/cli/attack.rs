@@ -3,9 +3,10 @@
 
 use super::{fmt_opt, NetFormat};
 use kktcert::io::tensors::write_json;
-use kktcert::jobs::shard::{Shard, ShardInfo};
+use kktcert::jobs::output::{AttackOutput, NetAttack};
+use kktcert::jobs::shard::{Shard, ShardInfo, ShardKind};
 use kktcert::model::data::{Dataset, Fixture};
-use kktcert::paper::attack::{attack_points, AttackReport};
+use kktcert::paper::attack::attack_points;
 use kktcert::Result;
 use std::path::{Path, PathBuf};
 
@@ -29,16 +30,16 @@ pub struct Args {
     #[arg(long)]
     max_radius: Option<f64>,
     /// Attack only shard i of N of the test points (0-based; see `merge`).
-    #[arg(long)]
-    shard: Option<String>,
+    #[arg(long, value_name = "i/N")]
+    shard: Option<Shard>,
     #[arg(long)]
     json: Option<PathBuf>,
 }
 
 /// Prints the transfer table.
-pub fn print_table(reports: &[(String, AttackReport)]) {
+fn print_table(reports: &[NetAttack]) {
     say!("net | median r* | r*/√(d/k) | r*/√d | never flipped | flip rate at √(d/k)");
-    for (net, rep) in reports {
+    for NetAttack { net, report: rep } in reports {
         let at = rep.scale_sqrt_d_over_k;
         let n = rep.points.len().max(1) as f64;
         let rate = rep
@@ -59,17 +60,6 @@ pub fn print_table(reports: &[(String, AttackReport)]) {
     }
 }
 
-/// What `attack --json` writes: one report, or a list of `{net, report}`.
-pub fn attack_json(reports: &[(String, AttackReport)]) -> serde_json::Value {
-    match reports {
-        [(_, rep)] => serde_json::to_value(rep).expect("serialises"),
-        _ => reports
-            .iter()
-            .map(|(net, rep)| serde_json::json!({ "net": net, "report": rep }))
-            .collect(),
-    }
-}
-
 pub fn run(a: Args) -> Result<()> {
     let fx = Fixture::load(&a.fixture)?;
     let data = match &a.data {
@@ -77,12 +67,12 @@ pub fn run(a: Args) -> Result<()> {
         None => fx.test.clone(),
     };
     let all: Vec<usize> = (0..data.n()).collect();
-    let shard = match a.shard.as_deref().map(Shard::parse).transpose()? {
+    let shard = match a.shard {
         Some(s) => {
             let mut inputs: Vec<&Path> = a.net.iter().map(|p| p.as_path()).collect();
             inputs.push(&a.fixture);
             inputs.extend(a.data.as_deref());
-            Some((s, ShardInfo::new("attack", s, data.n(), &inputs)?))
+            Some((s, ShardInfo::new(ShardKind::Attack, s, data.n(), &inputs)?))
         }
         None => None,
     };
@@ -91,17 +81,18 @@ pub fn run(a: Args) -> Result<()> {
     for path in &a.net {
         let net = a.format.load(path)?.function();
         let rep = attack_points(&net, &data, &fx.means, a.grid, a.max_radius, &idx)?;
-        reports.push((path.display().to_string(), rep));
+        reports.push(NetAttack {
+            net: path.display().to_string(),
+            report: rep,
+        });
     }
     print_table(&reports);
     if let Some(path) = &a.json {
-        match &shard {
-            Some((_, info)) => write_json(
-                path,
-                &serde_json::json!({ "shard": info, "reports": reports.iter().map(|(n, r)| serde_json::json!({"net": n, "report": r})).collect::<Vec<_>>() }),
-            )?,
-            None => write_json(path, &attack_json(&reports))?,
-        }
+        let out = match shard {
+            Some((_, shard)) => AttackOutput::Shard { shard, reports },
+            None => AttackOutput::new(reports),
+        };
+        write_json(path, &out)?;
     }
     Ok(())
 }

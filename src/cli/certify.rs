@@ -5,12 +5,11 @@
 use super::{progress, NetFormat};
 use kktcert::experiment::path::{certify_row, list_checkpoints, SeriesRow};
 use kktcert::io::tensors::write_json;
-use kktcert::jobs::shard::{Shard, ShardInfo};
-use kktcert::kkt::{
-    certificates_json, certify, parse_norms, Certificate, CertifyOptions, Method, Norm,
-};
+use kktcert::jobs::output::SeriesOutput;
+use kktcert::jobs::shard::{Shard, ShardInfo, ShardKind};
+use kktcert::kkt::{certificates_json, certify, Certificate, CertifyOptions, Method, Norm};
 use kktcert::model::data::Dataset;
-use kktcert::{Error, Result};
+use kktcert::Result;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -26,8 +25,8 @@ pub struct Args {
     #[command(flatten)]
     cert: CertArgs,
     /// Certify only shard i of N of the series (0-based; see `merge`).
-    #[arg(long)]
-    shard: Option<String>,
+    #[arg(long, value_name = "i/N")]
+    shard: Option<Shard>,
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -35,36 +34,74 @@ pub struct Args {
 /// The certificate's options, shared with `kkt-path`.
 #[derive(clap::Args)]
 pub struct CertArgs {
-    /// l2 | linf | both.
-    #[arg(long, default_value = "l2")]
-    norm: String,
+    /// The residual's norm.
+    #[arg(long, value_enum, default_value = "l2")]
+    norm: NormChoice,
     /// Tolerance on ε_rel and δ_rel for the verdict.
     #[arg(long, default_value_t = 1e-4)]
     tol: f64,
     /// δ_rel of the complementarity row (default: --tol; `inf` drops the row).
-    #[arg(long)]
-    delta: Option<String>,
+    #[arg(long, value_name = "δ|inf")]
+    delta: Option<Delta>,
     /// τ_act: relative threshold for Clarke-ambiguous (point, neuron) pairs.
     #[arg(long, default_value_t = 1e-6)]
     act_tol: f64,
     /// How the problem is solved over the points: auto (the full Gram
     /// system up to 2000 points and 8000 variables, the working set above) | full |
     /// working-set (column generation with exact pricing of every point).
-    #[arg(long, default_value = "auto")]
+    #[arg(long, value_enum, default_value = "auto")]
     method: Method,
+}
+
+/// `--norm`: which residual norms to certify.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum NormChoice {
+    L2,
+    Linf,
+    Both,
+}
+
+impl NormChoice {
+    fn norms(self) -> Vec<Norm> {
+        match self {
+            Self::L2 => vec![Norm::L2],
+            Self::Linf => vec![Norm::Linf],
+            Self::Both => vec![Norm::L2, Norm::Linf],
+        }
+    }
+}
+
+/// `--delta`: a relative complementarity tolerance, or none (`inf`).
+#[derive(Clone, Copy, Debug)]
+enum Delta {
+    Rel(f64),
+    Off,
+}
+
+impl std::str::FromStr for Delta {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "inf" => Ok(Self::Off),
+            _ => s
+                .parse::<f64>()
+                .ok()
+                .filter(|d| *d >= 0.0 && d.is_finite())
+                .map(Self::Rel)
+                .ok_or_else(|| format!("`{s}`, expected a number ≥ 0 or inf")),
+        }
+    }
 }
 
 impl CertArgs {
     /// The norms and certificate options these flags describe.
     pub fn parse(&self) -> Result<(Vec<Norm>, CertifyOptions)> {
-        let norms = parse_norms(&self.norm)?;
-        let delta_rel = match self.delta.as_deref() {
+        let norms = self.norm.norms();
+        let delta_rel = match self.delta {
             None => Some(self.tol),
-            Some("inf") => None,
-            Some(v) => Some(v.parse().map_err(|_| Error::Param {
-                name: "delta".into(),
-                msg: format!("`{v}`, expected a number or inf"),
-            })?),
+            Some(Delta::Off) => None,
+            Some(Delta::Rel(d)) => Some(d),
         };
         let opts = CertifyOptions {
             tol: self.tol,
@@ -150,28 +187,20 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         return Ok(());
     }
     let all: Vec<usize> = (0..nets.len()).collect();
-    let (indices, shard) = match a.shard.as_deref().map(Shard::parse).transpose()? {
+    let (indices, shard) = match a.shard {
         Some(s) => {
             let mut inputs: Vec<&std::path::Path> = nets.iter().map(|p| p.as_path()).collect();
             inputs.push(&a.data);
             (
                 s.select(&all),
-                Some(ShardInfo::new("certify", s, nets.len(), &inputs)?),
+                Some(ShardInfo::new(ShardKind::Certify, s, nets.len(), &inputs)?),
             )
         }
         None => (all, None),
     };
     let rows = certify_series(&nets, &indices, &a.format, &data, &a.cert, quiet)?;
     if let Some(path) = &a.json {
-        let mut out = serde_json::Map::new();
-        if let Some(s) = shard {
-            out.insert("shard".into(), serde_json::to_value(s).expect("serialises"));
-        }
-        out.insert(
-            "rows".into(),
-            serde_json::to_value(&rows).expect("serialises"),
-        );
-        write_json(path, &out)?;
+        write_json(path, &SeriesOutput { shard, rows })?;
     }
     Ok(())
 }

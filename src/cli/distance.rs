@@ -4,7 +4,8 @@
 use super::{fmt_opt, progress, NetFormat};
 use kktcert::distance::{DistanceOptions, DistanceSolver, DistanceSummary, PointDistance};
 use kktcert::io::tensors::write_json;
-use kktcert::jobs::shard::{Shard, ShardInfo};
+use kktcert::jobs::output::DistanceOutput;
+use kktcert::jobs::shard::{Shard, ShardInfo, ShardKind};
 use kktcert::model::data::{Dataset, Fixture};
 use kktcert::paper::attack::universal_direction;
 use kktcert::{Error, Result};
@@ -21,8 +22,8 @@ pub struct Args {
     #[arg(long)]
     data: PathBuf,
     /// Index range START:END (default: all points).
-    #[arg(long)]
-    indices: Option<String>,
+    #[arg(long, value_name = "START:END")]
+    indices: Option<IndexRange>,
     /// Most branch-and-bound nodes per point.
     #[arg(long, default_value_t = DistanceOptions::default().max_nodes)]
     max_regions: usize,
@@ -42,34 +43,50 @@ pub struct Args {
     #[arg(long)]
     fixture: Option<PathBuf>,
     /// Certify only shard i of N of the points (0-based; see `merge`).
-    #[arg(long)]
-    shard: Option<String>,
+    #[arg(long, value_name = "i/N")]
+    shard: Option<Shard>,
     #[arg(long)]
     json: Option<PathBuf>,
 }
 
-/// Parses START:END (either end may be empty) against n points.
-fn parse_range(s: Option<&str>, n: usize) -> Result<Vec<usize>> {
-    let Some(s) = s else {
-        return Ok((0..n).collect());
-    };
-    let bad = || Error::Param {
-        name: "indices".into(),
-        msg: format!("`{s}`, expected START:END with 0 ≤ START < END ≤ {n}"),
-    };
-    let (a, b) = s.split_once(':').ok_or_else(bad)?;
-    let parse = |t: &str, default: usize| {
-        if t.is_empty() {
-            Ok(default)
-        } else {
-            t.parse().map_err(|_| bad())
-        }
-    };
-    let (start, end) = (parse(a, 0)?, parse(b, n)?);
-    if start >= end || end > n {
-        return Err(bad());
+/// `--indices START:END`: a range of points, either end may be empty.
+#[derive(Clone, Copy, Debug)]
+struct IndexRange {
+    start: Option<usize>,
+    end: Option<usize>,
+}
+
+impl std::str::FromStr for IndexRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("`{s}`, expected START:END (either may be empty)");
+        let (a, b) = s.split_once(':').ok_or_else(bad)?;
+        let end = |t: &str| {
+            (!t.is_empty())
+                .then(|| t.parse())
+                .transpose()
+                .map_err(|_| bad())
+        };
+        Ok(Self {
+            start: end(a)?,
+            end: end(b)?,
+        })
     }
-    Ok((start..end).collect())
+}
+
+impl IndexRange {
+    /// The indices of this range among `n` points.
+    fn resolve(self, n: usize) -> Result<Vec<usize>> {
+        let (start, end) = (self.start.unwrap_or(0), self.end.unwrap_or(n));
+        if start >= end || end > n {
+            return Err(Error::param(
+                "indices",
+                format!("{start}:{end}, expected 0 ≤ START < END ≤ {n}"),
+            ));
+        }
+        Ok((start..end).collect())
+    }
 }
 
 /// Prints the per-point table and the summary line.
@@ -101,33 +118,21 @@ pub fn print_points(points: &[PointDistance]) {
     );
 }
 
-/// The JSON `distance --json` writes: summary, points, and the shard record if any.
-pub fn distance_json(points: &[PointDistance], shard: Option<&ShardInfo>) -> serde_json::Value {
-    let mut out = serde_json::Map::new();
-    if let Some(s) = shard {
-        out.insert("shard".into(), serde_json::to_value(s).expect("serialises"));
-    }
-    out.insert(
-        "summary".into(),
-        serde_json::to_value(DistanceSummary::of(points)).expect("serialises"),
-    );
-    out.insert(
-        "points".into(),
-        serde_json::to_value(points).expect("serialises"),
-    );
-    out.into()
-}
-
 pub fn run(a: Args, quiet: bool) -> Result<()> {
     let net = a.format.load(&a.net)?.function();
     let data = Dataset::load(&a.data)?;
     net.check_dim(&data)?;
-    let range = parse_range(a.indices.as_deref(), data.n())?;
-    let shard = match a.shard.as_deref().map(Shard::parse).transpose()? {
+    let range = a
+        .indices
+        .map_or(Ok((0..data.n()).collect()), |r| r.resolve(data.n()))?;
+    let shard = match a.shard {
         Some(s) => {
             let mut inputs: Vec<&Path> = vec![&a.net, &a.data];
             inputs.extend(a.fixture.as_deref());
-            Some((s, ShardInfo::new("distance", s, range.len(), &inputs)?))
+            Some((
+                s,
+                ShardInfo::new(ShardKind::Distance, s, range.len(), &inputs)?,
+            ))
         }
         None => None,
     };
@@ -163,7 +168,7 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
     bar.finish_and_clear();
     print_points(&points);
     if let Some(path) = &a.json {
-        write_json(path, &distance_json(&points, shard.as_ref().map(|s| &s.1)))?;
+        write_json(path, &DistanceOutput::new(points, shard.map(|s| s.1)))?;
     }
     Ok(())
 }

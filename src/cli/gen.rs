@@ -1,7 +1,7 @@
 //! `kktcert gen`: a clustered fixture (SPEC §1).
 
 use kktcert::model::data::{Fixture, FixtureSpec, LabelRule, MeansKind, FIXTURE_FORMAT};
-use kktcert::{Error, Result};
+use kktcert::Result;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -23,39 +23,15 @@ pub struct Args {
     n_test: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Mean generator: sphere | orthogonal.
-    #[arg(long, default_value = "sphere")]
-    means: String,
-    /// Label rule: balanced | fraction:P.
+    /// How the cluster means are drawn.
+    #[arg(long, value_enum, default_value = "sphere")]
+    means: MeansKind,
+    /// Label rule: balanced | fraction:P (round(P·k) positive clusters).
     #[arg(long, default_value = "balanced")]
-    labels: String,
+    labels: LabelRule,
     /// Output directory.
     #[arg(long)]
     out: PathBuf,
-}
-
-fn parse_means(s: &str) -> Result<MeansKind> {
-    match s {
-        "sphere" => Ok(MeansKind::Sphere),
-        "orthogonal" => Ok(MeansKind::Orthogonal),
-        _ => Err(Error::Param {
-            name: "means".into(),
-            msg: format!("`{s}`, expected sphere or orthogonal"),
-        }),
-    }
-}
-
-fn parse_labels(s: &str) -> Result<LabelRule> {
-    if s == "balanced" {
-        return Ok(LabelRule::Balanced);
-    }
-    s.strip_prefix("fraction:")
-        .and_then(|p| p.parse().ok())
-        .map(LabelRule::Fraction)
-        .ok_or_else(|| Error::Param {
-            name: "labels".into(),
-            msg: format!("`{s}`, expected balanced or fraction:P"),
-        })
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -67,8 +43,8 @@ pub fn run(a: Args) -> Result<()> {
         n: a.n,
         n_test: a.n_test,
         seed: a.seed,
-        means: parse_means(&a.means)?,
-        labels: parse_labels(&a.labels)?,
+        means: a.means,
+        labels: a.labels,
     };
     let fx = Fixture::generate(spec)?;
     fx.save(&a.out)?;

@@ -31,8 +31,8 @@ pub struct Args {
     act_tol: f64,
     /// near: a certified KKT point close to the checkpoint (the one GD is
     /// heading for); sparse: no pull toward the start.
-    #[arg(long, default_value = PolishOptions::default().mode.name())]
-    mode: String,
+    #[arg(long, value_enum, default_value = PolishOptions::default().mode.name())]
+    mode: PolishMode,
     /// κ₀ of the near mode's proximal term (fading ×0.1 per stage).
     #[arg(long, default_value_t = PolishOptions::default().proximal)]
     proximal: f64,
@@ -63,7 +63,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut opts = PolishOptions {
         tol: a.tol,
         act_tol: a.act_tol,
-        mode: PolishMode::parse(&a.mode)?,
+        mode: a.mode,
         proximal: a.proximal,
         stop_when_certified: a.stop_when_certified,
         time_limit: Some(a.time_limit),

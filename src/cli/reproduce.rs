@@ -5,8 +5,8 @@ use kktcert::experiment::regime::hypotheses;
 use kktcert::experiment::render::write;
 use kktcert::experiment::sweep::{cell_count, run as sweep, SweepConfig};
 use kktcert::io::tensors::write_json;
-use kktcert::jobs::shard::{Shard, ShardInfo};
-use kktcert::{Error, Result};
+use kktcert::jobs::shard::{Shard, ShardInfo, ShardKind};
+use kktcert::Result;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -22,30 +22,31 @@ pub struct Args {
     /// outside: the default sweep (k ∈ {4..32}, d ≤ 1600, σ = 1, where
     /// Assumption 2.2 fails); hypotheses: cells chosen by searching the
     /// audit so that Assumption 2.2 and P1–P6 hold (plus boundary cells).
-    #[arg(long, default_value = "outside")]
-    regime: String,
+    #[arg(long, value_enum, default_value = "outside")]
+    regime: Regime,
     /// Run only shard i of N of the cells (0-based); the directory then holds
     /// the shard's report.json, for `merge`.
-    #[arg(long)]
-    shard: Option<String>,
+    #[arg(long, value_name = "i/N")]
+    shard: Option<Shard>,
+}
+
+/// `--regime`: which cells the sweep runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Regime {
+    Outside,
+    Hypotheses,
 }
 
 pub fn run(a: Args, quiet: bool) -> Result<()> {
-    let cfg = match (a.regime.as_str(), a.quick) {
-        ("outside", true) => SweepConfig::quick(a.seed),
-        ("outside", false) => SweepConfig::full(a.seed),
-        ("hypotheses", quick) => hypotheses(a.seed, quick)?,
-        (other, _) => {
-            return Err(Error::param(
-                "regime",
-                format!("`{other}`, expected outside or hypotheses"),
-            ))
-        }
+    let cfg = match (a.regime, a.quick) {
+        (Regime::Outside, true) => SweepConfig::quick(a.seed),
+        (Regime::Outside, false) => SweepConfig::full(a.seed),
+        (Regime::Hypotheses, quick) => hypotheses(a.seed, quick)?,
     };
     let out = a.out.unwrap_or_else(|| {
         PathBuf::from(format!(
             "out/{}{}",
-            if a.regime == "hypotheses" {
+            if a.regime == Regime::Hypotheses {
                 "hypotheses-"
             } else {
                 ""
@@ -53,7 +54,7 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
             if a.quick { "quick" } else { "full" }
         ))
     });
-    let shard = a.shard.as_deref().map(Shard::parse).transpose()?;
+    let shard = a.shard;
     let cells = cell_count(&cfg);
     let mine = shard.map_or(cells, |s| (0..cells).filter(|&c| s.owns(c)).count());
     let bar = progress(mine as u64, quiet, "reproduce");
@@ -76,7 +77,7 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
     bar.finish_and_clear();
     match shard {
         Some(s) => {
-            rep.shard = Some(ShardInfo::new("reproduce", s, cells, &[])?);
+            rep.shard = Some(ShardInfo::new(ShardKind::Reproduce, s, cells, &[])?);
             write_json(&out.join("report.json"), &rep)?;
             say!(
                 "shard {}/{}: {} of {cells} cells in {:.0}s → {}/report.json (combine with `kktcert merge`)",

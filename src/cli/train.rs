@@ -20,9 +20,9 @@ pub struct Args {
     /// Width m.
     #[arg(long)]
     width: usize,
-    /// logistic | exp.
-    #[arg(long, default_value = "logistic")]
-    loss: String,
+    /// The per-sample loss.
+    #[arg(long, value_enum, default_value = "logistic")]
+    loss: Loss,
     /// Maximum number of GD steps.
     #[arg(long, default_value_t = TrainConfig::default().steps)]
     steps: usize,
@@ -63,17 +63,6 @@ pub struct Args {
     polish: bool,
 }
 
-fn parse_loss(s: &str) -> Result<Loss> {
-    match s {
-        "logistic" => Ok(Loss::Logistic),
-        "exp" => Ok(Loss::Exp),
-        _ => Err(Error::Param {
-            name: "loss".into(),
-            msg: format!("`{s}`, expected logistic or exp"),
-        }),
-    }
-}
-
 /// The file name of the checkpoint at GD step `t` in a path directory.
 pub fn path_checkpoint(dir: &Path, t: usize) -> PathBuf {
     dir.join(format!("step-{t:08}.safetensors"))
@@ -88,7 +77,7 @@ fn save_step(dir: &Path, t: usize, net: &Network, meta: &BTreeMap<String, String
 fn config(a: &Args) -> Result<TrainConfig> {
     Ok(TrainConfig {
         width: a.width,
-        loss: parse_loss(&a.loss)?,
+        loss: a.loss,
         steps: a.steps,
         lr: a.lr,
         normalized_lr: a.normalized_lr,
@@ -135,7 +124,7 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
     meta.insert("train_data".into(), a.data.display().to_string());
     meta.insert(
         "train_config".into(),
-        serde_json::to_string(&cfg).expect("config serialises"),
+        serde_json::to_string(&cfg).map_err(|e| Error::param("config", e.to_string()))?,
     );
     let bar = progress(cfg.steps as u64, quiet, "train");
     let mut saved = 0usize;
@@ -156,7 +145,10 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         }
     })?;
     bar.finish_and_clear();
-    let last = trained.log.last().expect("log has the final row");
+    let last = trained
+        .log
+        .last()
+        .ok_or_else(|| Error::param("steps", "training logged no step"))?;
     if let (Some(every), Some(dir)) = (a.save_every, &a.out_dir) {
         if trained.steps % every != 0 {
             saved += 1;

@@ -47,14 +47,14 @@
 //! (the dual of the Shor SDP relaxation, maximised by L-BFGS, behind a
 //! log-det barrier from a cold start and warm started from the parent's
 //! maximiser elsewhere). The maximiser, not the relaxation, was what left
-//! the sweep's last ten GD distances `bounded` (SPEC note 22): at one of
+//! the sweep's last ten GD distances `bounded` (SPEC §4, "A multi-neuron bound"): at one of
 //! their roots the Shor SDP's value is the distance itself. The chords
 //! produce the candidates; the node's bound is the larger of the two; it
 //! is tried only where the chords leave more than 1% open
 //! (`QUADRATIC_GAP`). Where it is the larger, every other level of a
 //! path branches on the neuron whose parabola is loosest at the
 //! relaxation's minimiser (`shor::loosest`) instead of the chords'
-//! widest: each rule misses slack the other sees (SPEC note 21; the full
+//! widest: each rule misses slack the other sees (SPEC §4, "Branching"; the full
 //! sweep's `bounded` GD distances went from 23 to 10).
 //! On GD nets trained from a large initialisation the quadratic bound is
 //! what closes the search: a k=8, d=1600, width-80 net went from 0/10
@@ -221,16 +221,25 @@ pub struct DistanceSolver<'a> {
 }
 
 impl<'a> DistanceSolver<'a> {
+    /// When d > m, only Wδ enters the problem: with Wᵀ = QR the search runs
+    /// on the net with first layer Rᵀ (m × m), and a point t of that space
+    /// is δ = Qt. `None` when d ≤ m, or if the factor overflowed (then the
+    /// search runs in the input space, which is exact too).
+    fn span_of_w(net: &Network) -> Option<(Network, DMatrix<f64>)> {
+        if net.dim() <= net.width() {
+            return None;
+        }
+        let qr = net.w().transpose().qr();
+        let reduced = Network::new(qr.r().transpose(), net.b().clone(), net.v().clone()).ok()?;
+        Some((reduced, qr.q()))
+    }
+
     /// Prepares the search for `net`.
     pub fn new(original: &'a Network) -> Self {
         let merged = original.merged_duplicates();
-        let (net, basis) = if merged.dim() > merged.width() {
-            let qr = merged.w().transpose().qr();
-            let reduced = Network::new(qr.r().transpose(), merged.b().clone(), merged.v().clone())
-                .expect("a factor of a finite matrix is finite");
-            (reduced, Some(qr.q()))
-        } else {
-            (merged, None)
+        let (net, basis) = match Self::span_of_w(&merged) {
+            Some((reduced, q)) => (reduced, Some(q)),
+            None => (merged, None),
         };
         let kmat = net.w() * net.w().transpose();
         let wnorm = (0..net.width()).map(|j| net.w().row(j).norm()).collect();
@@ -499,7 +508,7 @@ impl<'a> DistanceSolver<'a> {
 }
 
 /// Summary of a batch of distances.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct DistanceSummary {
     pub count: usize,
     pub exact: usize,

@@ -29,7 +29,7 @@
 //! being a concave quadratic in ν once the rest is fixed, gave worse
 //! maxima and four to ten evaluations per iteration: not kept.)
 //!
-//! **Why sin², not logit** (SPEC note 22). At the maximiser most helping
+//! **Why sin², not logit** (SPEC §4, "The multi-neuron bound"). At the maximiser most helping
 //! neurons' λ sit at an end of [0, 1]: on a k=16, d=100, width-160 root,
 //! the Shor SDP (cvxpy + Clarabel) puts 71 of 74 there. λ = sin²θ
 //! reaches both ends at finite θ (0 and π/2), as √ does for ρ ≥ 0; the
@@ -187,7 +187,7 @@ pub fn flip_distance_bound(
 /// "hard case") and where plain L-BFGS, its steps cut back by every
 /// evaluation outside, crawls. The last stage maximises D itself from
 /// there. Each stage gets an equal share of the iterations; the bound is
-/// the best D evaluated in any stage (SPEC note 22). Warm starts, near
+/// the best D evaluated in any stage (SPEC §4, "The multi-neuron bound"). Warm starts, near
 /// their parent's maximiser already, get the last stage only.
 const BARRIER_STAGES: usize = 3;
 

@@ -29,7 +29,10 @@ impl Tree {
 
     /// The child of `parent` with neuron j fixed (active or not).
     pub(super) fn child(&mut self, parent: usize, j: usize, active: bool) -> usize {
-        let j = u32::try_from(j).expect("a width fits in u32");
+        // Neuron indices are stored as u32 to keep a node at 16 bytes; a
+        // width above 2³² would need more than 2³²·(d+2)·8 bytes of weights,
+        // which `io::resources` refuses long before the search starts.
+        let j = u32::try_from(j).unwrap_or(u32::MAX);
         self.nodes.push((parent, j, active));
         self.nodes.len() - 1
     }

@@ -46,7 +46,7 @@ pub fn list_checkpoints(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             continue;
         }
         let mut files: Vec<(Option<u64>, PathBuf)> = std::fs::read_dir(p)
-            .map_err(|e| Error::file(p, format!("cannot list directory: {e}")))?
+            .map_err(|e| Error::io(p, "list directory", e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|q| {
                 q.extension()

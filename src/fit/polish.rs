@@ -31,7 +31,7 @@ use std::cell::Cell;
 use std::time::Instant;
 
 /// Which KKT point the polish heads for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum PolishMode {
     /// Near the given checkpoint: a proximal pull κ₀‖θ − θ₀‖²/2 toward the
@@ -198,8 +198,17 @@ struct Lagrangian<'a> {
 }
 
 impl Lagrangian<'_> {
+    /// The iterate as a network, for the objective: an optimiser's trial
+    /// point may hold a non-finite value, which then shows as a non-finite
+    /// objective that the line search rejects.
     fn net(&self, theta: &DVector<f64>) -> Network {
-        Network::from_flat(self.m, self.data.d(), theta.as_slice()).expect("finite iterate")
+        Network::from_flat_unchecked(self.m, self.data.d(), theta.as_slice())
+    }
+
+    /// The iterate as a network that is judged or returned: finite, or an
+    /// error.
+    fn checked_net(&self, theta: &DVector<f64>) -> Result<Network> {
+        Network::from_flat(self.m, self.data.d(), theta.as_slice())
     }
 
     fn constraints(&self, theta: &DVector<f64>) -> DVector<f64> {
@@ -485,19 +494,19 @@ impl<'a> Run<'a> {
 
     /// The full network for reduced parameters at proximal weight κ: the
     /// minimiser of ½‖W⊥‖² + κ/2‖W⊥ − W⊥₀‖² is κ/(1+κ)·W⊥₀.
-    fn full(&self, net: &Network, kappa: f64) -> Network {
+    fn full(&self, net: &Network, kappa: f64) -> Result<Network> {
         match &self.span {
             Some(s) => s
                 .span
                 .full_net(self.train.x(), net, &(&s.perp * (kappa / (1.0 + kappa)))),
-            None => net.clone(),
+            None => Ok(net.clone()),
         }
     }
 
     /// The ReLU net of reduced parameters θ at the stage's κ, and its
     /// certificate.
     fn judged(&self, lag: &Lagrangian, theta: &DVector<f64>) -> Result<(Network, Certificate)> {
-        let relu_net = self.full(&lag.net(theta), lag.kappa);
+        let relu_net = self.full(&lag.checked_net(theta)?, lag.kappa)?;
         let cert = judge(&relu_net, self.train, self.opts, self.warm.take())?;
         self.warm.set(Some(cert.warm_start()));
         Ok((relu_net, cert))
@@ -626,15 +635,15 @@ impl<'a> Run<'a> {
                 eprintln!("  finish: {what} ({:.2}s)", tf.elapsed().as_secs_f64());
             }
         };
-        let Some(finished) = finish(&lag.net(theta), self.data(), fopts) else {
+        let Some(finished) = finish(&lag.checked_net(theta).ok()?, self.data(), fopts) else {
             trace("declined (size, infeasible pattern or unsettled)".into());
             return None;
         };
-        let relu_net = self.full(&finished.net, 0.0);
+        let relu_net = self.full(&finished.net, 0.0).ok()?;
         if self.opts.mode == PolishMode::Near {
             let ci = match iterate {
                 Some(net) => cosine(&self.start, net),
-                None => cosine(&self.start, &self.full(&lag.net(theta), lag.kappa)),
+                None => cosine(&self.start, &self.full(&lag.checked_net(theta).ok()?, lag.kappa).ok()?),
             };
             let cf = cosine(&self.start, &relu_net);
             if cf < ci - fopts.near_slack {

@@ -90,10 +90,15 @@ impl Span {
 
     /// The full network with span coordinates `reduced` (W = C) and
     /// out-of-span part `perp`.
-    pub fn full_net(&self, x: &DMatrix<f64>, reduced: &Network, perp: &DMatrix<f64>) -> Network {
+    /// Fails only if the lift overflows to a non-finite weight.
+    pub fn full_net(
+        &self,
+        x: &DMatrix<f64>,
+        reduced: &Network,
+        perp: &DMatrix<f64>,
+    ) -> crate::error::Result<Network> {
         let w = self.lift(x, reduced.w()) + perp;
         Network::new(w, reduced.b().clone(), reduced.v().clone())
-            .expect("lifting a finite network gives a finite network")
     }
 }
 

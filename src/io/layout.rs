@@ -86,8 +86,8 @@ fn natural_key(s: &str) -> Vec<(String, u64)> {
     let mut text = String::new();
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
-        if c.is_ascii_digit() {
-            let mut num = c.to_digit(10).unwrap() as u64;
+        if let Some(first) = c.to_digit(10) {
+            let mut num = first as u64;
             while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
                 num = num.saturating_mul(10).saturating_add(d as u64);
                 chars.next();

@@ -153,9 +153,7 @@ const FLOAT16: i32 = 10;
 const DOUBLE: i32 = 11;
 const BFLOAT16: i32 = 16;
 
-fn le<const N: usize>(c: &[u8]) -> [u8; N] {
-    c.try_into().expect("chunk of N bytes")
-}
+use crate::io::tensors::le_bytes as le;
 
 /// Widens a TensorProto's data (raw or typed fields) to f64.
 fn tensor_values(t: &pb::TensorProto) -> std::result::Result<Vec<f64>, String> {
@@ -360,7 +358,7 @@ fn graph_error(path: &Path, graph: &pb::GraphProto, msg: &str) -> Error {
 
 /// Reads an ONNX file into a network and its output bias c.
 pub fn load(path: &Path) -> Result<(Network, f64)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, "read", e))?;
     let model = pb::ModelProto::decode(bytes.as_slice())
         .map_err(|e| Error::file(path, format!("not a valid ONNX protobuf: {e}")))?;
     let graph = model

@@ -54,14 +54,12 @@ fn human(bytes: f64) -> String {
 /// `what`) exceeds the budget; `instead` says what the user can do.
 pub fn ensure_fits(what: &str, bytes: f64, instead: &str) -> Result<()> {
     match budget() {
-        Some(limit) if bytes > limit => Err(Error::param(
-            "memory",
-            format!(
-                "{what} needs about {} but {} is available; {instead}",
-                human(bytes),
-                human(limit)
-            ),
-        )),
+        Some(limit) if bytes > limit => Err(Error::OutOfMemory {
+            what: what.into(),
+            need: human(bytes),
+            available: human(limit),
+            instead: instead.into(),
+        }),
         _ => Ok(()),
     }
 }

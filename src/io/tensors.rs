@@ -32,7 +32,7 @@ impl TensorFile {
     /// Reads and parses `path`; a truncated or non-safetensors file is an error here.
     pub fn open(path: &Path) -> Result<Self> {
         let bytes =
-            std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+            std::fs::read(path).map_err(|e| Error::io(path, "read", e))?;
         SafeTensors::deserialize(&bytes).map_err(|e| {
             Error::file(
                 path,
@@ -144,11 +144,11 @@ impl TensorFile {
         match dtype {
             Dtype::I64 => Ok(data
                 .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .map(|c| i64::from_le_bytes(le_bytes(c)))
                 .collect()),
             Dtype::I32 => Ok(data
                 .chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
+                .map(|c| i32::from_le_bytes(le_bytes(c)) as i64)
                 .collect()),
             other => Err(Error::field(
                 &self.path,
@@ -165,7 +165,7 @@ impl TensorFile {
 pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
     use std::io::Read;
     let bad = |msg: String| Error::file(path, msg);
-    let mut f = std::fs::File::open(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, "read", e))?;
     let mut len = [0u8; 8];
     f.read_exact(&mut len)
         .map_err(|e| bad(format!("not a valid safetensors file (no header): {e}")))?;
@@ -187,16 +187,24 @@ pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
         .unwrap_or_default())
 }
 
+/// The bytes of one `chunks_exact(N)` chunk as an array (a shorter slice,
+/// which `chunks_exact` never yields, would be zero-padded, not a panic).
+pub(crate) fn le_bytes<const N: usize>(c: &[u8]) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.iter_mut().zip(c).for_each(|(a, &c)| *a = c);
+    a
+}
+
 /// Little-endian floats of `dtype` widened exactly to f64 (None: not a float type).
 fn widen(dtype: Dtype, data: &[u8]) -> Option<Vec<f64>> {
     let values = match dtype {
         Dtype::F64 => data
             .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .map(|c| f64::from_le_bytes(le_bytes(c)))
             .collect(),
         Dtype::F32 => data
             .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .map(|c| f32::from_le_bytes(le_bytes(c)) as f64)
             .collect(),
         Dtype::F16 => data
             .chunks_exact(2)
@@ -313,7 +321,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)
-        .map_err(|e| Error::file(dir, format!("cannot create directory: {e}")))?;
+        .map_err(|e| Error::io(dir, "create directory", e))?;
     let name = path
         .file_name()
         .ok_or_else(|| Error::file(path, "not a file path"))?;
@@ -330,7 +338,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     };
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        Error::file(path, format!("cannot write: {e}"))
+        Error::io(path, "write", e)
     })
 }
 
@@ -345,6 +353,6 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
 /// Reads and parses a JSON file.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+        .map_err(|e| Error::io(path, "read", e))?;
     serde_json::from_str(&text).map_err(|e| Error::file(path, format!("invalid JSON: {e}")))
 }

@@ -1,4 +1,7 @@
 //! One job over several machines: `--shard i/N` item assignment and job
-//! identity ([`shard`]).
+//! identity ([`shard`]), the JSON outputs of sharded commands as types
+//! ([`output`]), and their merge ([`merge`]).
 
+pub mod merge;
+pub mod output;
 pub mod shard;

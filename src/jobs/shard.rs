@@ -54,11 +54,47 @@ impl Shard {
     }
 }
 
+impl std::str::FromStr for Shard {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
+    }
+}
+
+/// The commands whose runs can be sharded and merged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShardKind {
+    Distance,
+    Certify,
+    Attack,
+    Reproduce,
+}
+
+impl ShardKind {
+    /// The subcommand's name, as recorded in a shard's output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Distance => "distance",
+            Self::Certify => "certify",
+            Self::Attack => "attack",
+            Self::Reproduce => "reproduce",
+        }
+    }
+}
+
+impl std::fmt::Display for ShardKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What a shard's output records about its job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardInfo {
-    /// `distance`, `certify`, `attack` or `reproduce`.
-    pub kind: String,
+    /// The command that wrote the shard.
+    pub kind: ShardKind,
     pub index: usize,
     pub count: usize,
     /// Hex SHA-256 of the job's arguments and input contents.
@@ -96,9 +132,9 @@ fn job_args(args: &[String]) -> Vec<String> {
 }
 
 /// The job identity of a run with arguments `args` reading `inputs`.
-pub fn job_id(kind: &str, args: &[String], inputs: &[&Path]) -> Result<String> {
+pub fn job_id(kind: ShardKind, args: &[String], inputs: &[&Path]) -> Result<String> {
     let mut h = Sha256::new();
-    h.update(kind.as_bytes());
+    h.update(kind.name().as_bytes());
     for a in job_args(args) {
         h.update((a.len() as u64).to_le_bytes());
         h.update(a.as_bytes());
@@ -113,7 +149,7 @@ pub fn job_id(kind: &str, args: &[String], inputs: &[&Path]) -> Result<String> {
 fn hash_path(h: &mut Sha256, p: &Path) -> Result<()> {
     if p.is_dir() {
         let mut entries: Vec<_> = std::fs::read_dir(p)
-            .map_err(|e| Error::file(p, format!("cannot list: {e}")))?
+            .map_err(|e| Error::io(p, "list", e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|q| q.is_file())
             .collect();
@@ -123,7 +159,7 @@ fn hash_path(h: &mut Sha256, p: &Path) -> Result<()> {
         }
         return Ok(());
     }
-    let bytes = std::fs::read(p).map_err(|e| Error::file(p, format!("cannot read: {e}")))?;
+    let bytes = std::fs::read(p).map_err(|e| Error::io(p, "read", e))?;
     h.update((bytes.len() as u64).to_le_bytes());
     h.update(&bytes);
     Ok(())
@@ -131,10 +167,10 @@ fn hash_path(h: &mut Sha256, p: &Path) -> Result<()> {
 
 impl ShardInfo {
     /// The record for shard `shard` of a job of `items` items.
-    pub fn new(kind: &str, shard: Shard, items: usize, inputs: &[&Path]) -> Result<Self> {
+    pub fn new(kind: ShardKind, shard: Shard, items: usize, inputs: &[&Path]) -> Result<Self> {
         let args: Vec<String> = std::env::args().collect();
         Ok(Self {
-            kind: kind.into(),
+            kind,
             index: shard.index,
             count: shard.count,
             job: job_id(kind, &args, inputs)?,
@@ -150,11 +186,20 @@ pub fn check_complete(infos: &[(String, ShardInfo)]) -> Result<usize> {
     let (first_path, first) = infos
         .first()
         .ok_or_else(|| Error::param("shards", "no shard outputs given"))?;
+    // A shard record is read from a file a user may have edited: its
+    // fields are checked before they index anything.
+    let short = |job: &str| job.chars().take(12).collect::<String>();
     for (path, s) in infos {
+        if s.index >= s.count {
+            return Err(Error::Mismatch(format!(
+                "{path} claims to be shard {}/{}: the index must be below the count",
+                s.index, s.count
+            )));
+        }
         if s.job != first.job || s.kind != first.kind || s.count != first.count {
             return Err(Error::Mismatch(format!(
                 "{path} is shard {}/{} of {} job {} but {first_path} is shard {}/{} of {} job {}: shards of different jobs (or changed inputs) cannot be merged",
-                s.index, s.count, s.kind, &s.job[..12], first.index, first.count, first.kind, &first.job[..12]
+                s.index, s.count, s.kind, short(&s.job), first.index, first.count, first.kind, short(&first.job)
             )));
         }
     }

@@ -101,6 +101,26 @@ pub const FULL_GRAM_POINTS: usize = 2000;
 /// forms the full Gram system: its N² doubles take 512 MB.
 pub const FULL_GRAM_VARS: usize = 8000;
 
+impl clap::ValueEnum for Method {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            Method::Auto,
+            Method::Full,
+            Method::WorkingSet {
+                initial: WORKING_SET_INITIAL,
+            },
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(match self {
+            Method::Auto => "auto",
+            Method::Full => "full",
+            Method::WorkingSet { .. } => "working-set",
+        }))
+    }
+}
+
 impl std::str::FromStr for Method {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -276,16 +296,29 @@ pub fn parse_norms(s: &str) -> Result<Vec<Norm>> {
     }
 }
 
-/// The JSON of one checkpoint's certificates as `certify --json` writes it:
-/// the certificate itself for one norm, `{l2, linf}` for both.
-pub fn certificates_json(certs: &[Certificate]) -> serde_json::Value {
-    if let [c] = certs {
-        return serde_json::to_value(c).expect("certificate serialises");
+/// One checkpoint's certificates as `certify --json` writes them: the
+/// certificate itself for one norm, `{l2, linf}` for both.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Certificates<'a> {
+    /// One norm.
+    One(&'a Certificate),
+    /// Both norms, keyed by name.
+    ByNorm {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        l2: Option<&'a Certificate>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        linf: Option<&'a Certificate>,
+    },
+}
+
+/// The [`Certificates`] document of `certs` (one per norm).
+pub fn certificates_json(certs: &[Certificate]) -> Certificates<'_> {
+    match certs {
+        [c] => Certificates::One(c),
+        _ => Certificates::ByNorm {
+            l2: certs.iter().find(|c| c.norm == Norm::L2),
+            linf: certs.iter().find(|c| c.norm == Norm::Linf),
+        },
     }
-    let mut out = serde_json::Map::new();
-    for c in certs {
-        let key = if c.norm == Norm::L2 { "l2" } else { "linf" };
-        out.insert(key.into(), serde_json::to_value(c).expect("serialises"));
-    }
-    out.into()
 }

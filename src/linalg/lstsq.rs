@@ -84,8 +84,9 @@ pub fn nnls(e: &DMatrix<f64>, f: &DVector<f64>) -> DVector<f64> {
             let pi: Vec<usize> = (0..n).filter(|&j| passive[j]).collect();
             let sp = lstsq(&e.select_columns(&pi), f);
             if let Some(t) = entered.take() {
-                let pos = pi.iter().position(|&j| j == t).expect("t is passive");
-                if sp[pos] <= 0.0 {
+                // t was made passive just above, so it is in pi.
+                let pos = pi.iter().position(|&j| j == t);
+                if pos.is_none_or(|p| sp[p] <= 0.0) {
                     passive[t] = false;
                     barred[t] = true;
                     break;

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub const FIXTURE_FORMAT: &str = "kktcert/fixture/v1";
 
 /// How the cluster means are drawn (all have norm √d).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum MeansKind {
     /// i.i.d. uniform on the sphere of radius √d.
@@ -36,6 +36,27 @@ pub enum LabelRule {
     Balanced,
     /// round(p·k) positive clusters, shuffled.
     Fraction(f64),
+}
+
+impl std::str::FromStr for LabelRule {
+    type Err = Error;
+
+    /// `balanced` or `fraction:P` with P in [0, 1].
+    fn from_str(s: &str) -> Result<Self> {
+        if s == "balanced" {
+            return Ok(Self::Balanced);
+        }
+        s.strip_prefix("fraction:")
+            .and_then(|p| p.parse().ok())
+            .filter(|p: &f64| (0.0..=1.0).contains(p))
+            .map(Self::Fraction)
+            .ok_or_else(|| {
+                Error::param(
+                    "labels",
+                    format!("`{s}`, expected balanced or fraction:P with 0 ≤ P ≤ 1"),
+                )
+            })
+    }
 }
 
 /// Every parameter of a fixture; regenerates it bit for bit.

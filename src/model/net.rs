@@ -81,6 +81,19 @@ impl Network {
         Self::new(w, b, v)
     }
 
+    /// [`Network::from_flat`] without the finiteness check, for an
+    /// optimiser's trial points (`m(d+2)` entries, which the caller
+    /// guarantees): a non-finite entry must be able to reach the objective
+    /// as a non-finite value rather than abort the optimisation.
+    pub(crate) fn from_flat_unchecked(m: usize, d: usize, theta: &[f64]) -> Self {
+        debug_assert_eq!(theta.len(), m * (d + 2));
+        Self {
+            w: DMatrix::from_row_slice(m, d, &theta[..m * d]),
+            b: DVector::from_column_slice(&theta[m * d..m * d + m]),
+            v: DVector::from_column_slice(&theta[m * d + m..]),
+        }
+    }
+
     /// The same network computing N(x) + c: a nonzero c is appended as a
     /// constant neuron (w = 0, b = |c|, v = sign c), whose output
     /// sign(c)·ReLU(|c|) is c exactly. This is how an output bias enters

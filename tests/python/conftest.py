@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fixtures"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cli():
     exe = Path(os.environ.get("KKTCERT_BIN", ROOT / "target" / "release" / "kktcert"))
     if not exe.exists():
