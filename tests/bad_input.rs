@@ -50,185 +50,186 @@ fn good_data(dir: &Path) -> PathBuf {
     data_file(dir, vec![1.0, 0.0, 0.0, 1.0], 2, 2, vec![1.0, -1.0])
 }
 
-fn eval(net: &Path, data: &Path, needles: &[&str]) {
-    fails_with(&["eval", "--net", s(net), "--data", s(data)], needles);
+/// A 2×2 net with the given W, b and v (F64).
+fn net_with(dir: &Path, w: Vec<f64>, b: Vec<f64>) -> PathBuf {
+    let wshape = vec![2, w.len() / 2];
+    net_file(dir, w, wshape, b, vec![1.0; 2])
 }
 
-#[test]
-fn wrong_shape_of_b() {
-    let t = tempfile::tempdir().unwrap();
-    let net = net_file(
-        t.path(),
-        vec![1.0; 4],
-        vec![2, 2],
-        vec![0.0; 3],
-        vec![1.0; 2],
-    );
-    eval(
-        &net,
-        &good_data(t.path()),
-        &["net.safetensors", "`b`", "expected [2]"],
-    );
+fn good_net(dir: &Path) -> PathBuf {
+    net_with(dir, vec![1.0; 4], vec![0.0; 2])
 }
 
-#[test]
-fn nan_in_weights() {
-    let t = tempfile::tempdir().unwrap();
-    let net = net_file(
-        t.path(),
-        vec![1.0, f64::NAN, 0.0, 1.0],
-        vec![2, 2],
-        vec![0.0; 2],
-        vec![1.0; 2],
-    );
-    eval(
-        &net,
-        &good_data(t.path()),
-        &["net.safetensors", "`W`", "non-finite"],
-    );
+/// A net file whose bytes are then changed by `edit`.
+fn edited_net(dir: &Path, edit: fn(Vec<u8>) -> Vec<u8>) -> PathBuf {
+    let p = good_net(dir);
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, edit(bytes)).unwrap();
+    p
 }
 
-#[test]
-fn infinity_in_data() {
-    let t = tempfile::tempdir().unwrap();
-    let net = net_file(
-        t.path(),
-        vec![1.0; 4],
-        vec![2, 2],
-        vec![0.0; 2],
-        vec![1.0; 2],
-    );
-    let data = data_file(
-        t.path(),
-        vec![1.0, f64::INFINITY, 0.0, 1.0],
-        2,
-        2,
-        vec![1.0, -1.0],
-    );
-    eval(&net, &data, &["data.safetensors", "`X`", "non-finite"]);
+/// A net file with exactly these tensors.
+fn raw_net(dir: &Path, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) -> PathBuf {
+    let p = dir.join("net.safetensors");
+    write(&p, tensors);
+    p
 }
 
-#[test]
-fn dimension_mismatch_between_net_and_data() {
-    let t = tempfile::tempdir().unwrap();
-    let net = net_file(
-        t.path(),
-        vec![1.0; 6],
-        vec![2, 3],
-        vec![0.0; 2],
-        vec![1.0; 2],
-    );
-    eval(&net, &good_data(t.path()), &["d = 3", "d = 2"]);
+/// One bad input to `eval`: how to write the net and the data, and what
+/// the one-line error must say.
+struct Case {
+    name: &'static str,
+    net: fn(&Path) -> PathBuf,
+    data: fn(&Path) -> PathBuf,
+    says: &'static [&'static str],
 }
 
-#[test]
-fn truncated_file() {
-    let t = tempfile::tempdir().unwrap();
-    let net = net_file(
-        t.path(),
-        vec![1.0; 4],
-        vec![2, 2],
-        vec![0.0; 2],
-        vec![1.0; 2],
-    );
-    let bytes = std::fs::read(&net).unwrap();
-    std::fs::write(&net, &bytes[..bytes.len() - 5]).unwrap();
-    eval(
-        &net,
-        &good_data(t.path()),
-        &["net.safetensors", "truncated"],
-    );
-}
+const CASES: &[Case] = &[
+    Case {
+        name: "wrong shape of b",
+        net: |t| net_with(t, vec![1.0; 4], vec![0.0; 3]),
+        data: good_data,
+        says: &["net.safetensors", "`b`", "expected [2]"],
+    },
+    Case {
+        name: "NaN in the weights",
+        net: |t| net_with(t, vec![1.0, f64::NAN, 0.0, 1.0], vec![0.0; 2]),
+        data: good_data,
+        says: &["net.safetensors", "`W`", "non-finite"],
+    },
+    Case {
+        name: "infinity in the data",
+        net: good_net,
+        data: |t| data_file(t, vec![1.0, f64::INFINITY, 0.0, 1.0], 2, 2, vec![1.0, -1.0]),
+        says: &["data.safetensors", "`X`", "non-finite"],
+    },
+    Case {
+        name: "d of the net and of the data differ",
+        net: |t| net_with(t, vec![1.0; 6], vec![0.0; 2]),
+        data: good_data,
+        says: &["d = 3", "d = 2"],
+    },
+    Case {
+        name: "truncated file",
+        net: |t| edited_net(t, |b| b[..b.len() - 5].to_vec()),
+        data: good_data,
+        says: &["net.safetensors", "truncated"],
+    },
+    Case {
+        name: "not a safetensors file",
+        net: |t| edited_net(t, |_| b"hello, I am text".to_vec()),
+        data: good_data,
+        says: &["net.safetensors", "not a valid safetensors"],
+    },
+    Case {
+        name: "a missing tensor",
+        net: |t| {
+            raw_net(
+                t,
+                &[
+                    ("W", Dtype::F64, vec![1, 2], bytes_f64(&[1.0, 1.0])),
+                    ("b", Dtype::F64, vec![1], bytes_f64(&[0.0])),
+                ],
+            )
+        },
+        data: good_data,
+        says: &["net.safetensors", "`v`", "missing"],
+    },
+    Case {
+        name: "an integer weight",
+        net: |t| {
+            raw_net(
+                t,
+                &[
+                    ("W", Dtype::I64, vec![1, 2], vec![0u8; 16]),
+                    ("b", Dtype::F64, vec![1], bytes_f64(&[0.0])),
+                    ("v", Dtype::F64, vec![1], bytes_f64(&[1.0])),
+                ],
+            )
+        },
+        data: good_data,
+        says: &["net.safetensors", "`W`", "expected F64, F32, F16 or BF16"],
+    },
+    Case {
+        name: "an empty dataset",
+        net: good_net,
+        data: |t| data_file(t, vec![], 0, 2, vec![]),
+        says: &["data.safetensors", "`X`", "shape [0, 2]"],
+    },
+    Case {
+        name: "a label other than ±1",
+        net: good_net,
+        data: |t| data_file(t, vec![1.0, 0.0, 0.0, 1.0], 2, 2, vec![1.0, 0.0]),
+        says: &["data.safetensors", "`y`", "label 0 at index 1"],
+    },
+    Case {
+        name: "a missing file",
+        net: |t| t.join("nope.safetensors"),
+        data: good_data,
+        says: &["nope.safetensors", "cannot read"],
+    },
+];
 
 #[test]
-fn not_a_safetensors_file() {
-    let t = tempfile::tempdir().unwrap();
-    let p = t.path().join("net.safetensors");
-    std::fs::write(&p, "hello, I am text").unwrap();
-    eval(
-        &p,
-        &good_data(t.path()),
-        &["net.safetensors", "not a valid safetensors"],
-    );
+fn bad_files_give_one_line_errors() {
+    for case in CASES {
+        let t = tempfile::tempdir().unwrap();
+        let (net, data) = ((case.net)(t.path()), (case.data)(t.path()));
+        eprintln!("case: {}", case.name);
+        fails_with(&["eval", "--net", s(&net), "--data", s(&data)], case.says);
+    }
 }
 
+/// Flags with a malformed value: clap's parsers refuse them with status 2.
 #[test]
-fn missing_tensor() {
+fn malformed_flag_values_are_refused() {
     let t = tempfile::tempdir().unwrap();
-    let p = t.path().join("net.safetensors");
-    write(
-        &p,
-        &[
-            ("W", Dtype::F64, vec![1, 2], bytes_f64(&[1.0, 1.0])),
-            ("b", Dtype::F64, vec![1], bytes_f64(&[0.0])),
-        ],
-    );
-    eval(
-        &p,
-        &good_data(t.path()),
-        &["net.safetensors", "`v`", "missing"],
-    );
+    let (net, data) = (good_net(t.path()), good_data(t.path()));
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["distance", "--shard", "3/2"], &["--shard", "0 ≤ i < N"]),
+        (
+            &["distance", "--indices", "a:b"],
+            &["--indices", "START:END"],
+        ),
+        (&["distance", "--indices", "1:9"], &["indices", "END ≤ 2"]),
+        (&["certify", "--delta=-1"], &["--delta", "or inf"]),
+        (&["certify", "--norm", "l3"], &["--norm", "l2"]),
+        (
+            &["certify", "--method", "fast"],
+            &["--method", "working-set"],
+        ),
+    ];
+    for (args, says) in cases {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--net", s(&net), "--data", s(&data)]);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kktcert"))
+            .args(&all)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{all:?}: {err}");
+        assert!(!err.contains("panicked"), "{all:?}: {err}");
+        for needle in *says {
+            assert!(err.contains(needle), "{all:?}: `{needle}` not in {err}");
+        }
+    }
 }
 
+/// A shard record edited by hand (an index beyond its count) is refused,
+/// not indexed out of bounds.
 #[test]
-fn wrong_dtype() {
+fn merge_refuses_an_impossible_shard_record() {
     let t = tempfile::tempdir().unwrap();
-    let p = t.path().join("net.safetensors");
-    write(
-        &p,
-        &[
-            ("W", Dtype::I64, vec![1, 2], vec![0u8; 16]),
-            ("b", Dtype::F64, vec![1], bytes_f64(&[0.0])),
-            ("v", Dtype::F64, vec![1], bytes_f64(&[1.0])),
-        ],
-    );
-    eval(
-        &p,
-        &good_data(t.path()),
-        &["net.safetensors", "`W`", "expected F64, F32, F16 or BF16"],
-    );
-}
-
-#[test]
-fn empty_dataset() {
-    let t = tempfile::tempdir().unwrap();
-    let net = net_file(
-        t.path(),
-        vec![1.0; 4],
-        vec![2, 2],
-        vec![0.0; 2],
-        vec![1.0; 2],
-    );
-    let data = data_file(t.path(), vec![], 0, 2, vec![]);
-    eval(&net, &data, &["data.safetensors", "`X`", "shape [0, 2]"]);
-}
-
-#[test]
-fn labels_other_than_plus_minus_one() {
-    let t = tempfile::tempdir().unwrap();
-    let net = net_file(
-        t.path(),
-        vec![1.0; 4],
-        vec![2, 2],
-        vec![0.0; 2],
-        vec![1.0; 2],
-    );
-    let data = data_file(t.path(), vec![1.0, 0.0, 0.0, 1.0], 2, 2, vec![1.0, 0.0]);
-    eval(
-        &net,
-        &data,
-        &["data.safetensors", "`y`", "label 0 at index 1"],
-    );
-}
-
-#[test]
-fn unreadable_path() {
-    let t = tempfile::tempdir().unwrap();
-    let missing = t.path().join("nope.safetensors");
-    eval(
-        &missing,
-        &good_data(t.path()),
-        &["nope.safetensors", "cannot read"],
+    let shard = t.path().join("0.json");
+    std::fs::write(
+        &shard,
+        r#"{"shard": {"kind": "distance", "index": 5, "count": 2, "job": "ab", "args": [], "items": 1}, "summary": {}, "points": []}"#,
+    )
+    .unwrap();
+    let out = t.path().join("out.json");
+    fails_with(
+        &["merge", s(&shard), "--out", s(&out)],
+        &["0.json", "shard 5/2"],
     );
 }
 

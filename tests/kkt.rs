@@ -157,6 +157,8 @@ fn bracket_properties(seed: u64) -> TestResult {
 fn certified_bracket_properties() {
     QuickCheck::new()
         .tests(40)
+        .max_tests(800)
+        .min_tests_passed(40)
         .quickcheck(bracket_properties as fn(u64) -> TestResult);
 }
 
@@ -232,14 +234,15 @@ fn working_set_matches_full(seed: u64) -> TestResult {
 fn working_set_brackets_equal_the_full_grams() {
     QuickCheck::new()
         .tests(25)
+        .max_tests(500)
+        .min_tests_passed(25)
         .quickcheck(working_set_matches_full as fn(u64) -> TestResult);
 }
 
 #[test]
+#[ignore = "needs KKTCERT_PYTHON (numpy, scipy, safetensors); CI runs it"]
 fn scipy_agrees_on_the_same_g() {
-    let Some(py) = python() else {
-        return;
-    };
+    let py = python();
     let tmp = tempfile::tempdir().unwrap();
     let net = tmp.path().join("net.safetensors");
     let train = fixture("small").join("train.safetensors");
@@ -317,12 +320,13 @@ fn span_form_and_full_form_certificates_agree() {
         assert!(perp.norm() > 1e-3 * net.w().norm(), "W⊥ is not exercised");
         let reduced = Network::new(c, net.b().clone(), net.v().clone()).unwrap();
         let z = Dataset::new(span.coords().clone(), data.y().to_vec(), None).unwrap();
-        let in_span = span.full_net(
-            data.x(),
-            &reduced,
-            &DMatrix::zeros(perp.nrows(), perp.ncols()),
-        )
-        .unwrap();
+        let in_span = span
+            .full_net(
+                data.x(),
+                &reduced,
+                &DMatrix::zeros(perp.nrows(), perp.ncols()),
+            )
+            .unwrap();
         let of_span = certify(&reduced, &z, Norm::L2, &exact).unwrap();
         let of_in = certify(&in_span, &data, Norm::L2, &exact).unwrap();
         let of_full = certify(&net, &data, Norm::L2, &exact).unwrap();

@@ -146,8 +146,9 @@ pub fn progress(len: u64, quiet: bool, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     // The template is a constant that indicatif accepts; should a future
     // indicatif refuse it, the default bar is still a bar.
-    let style = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed}<{eta} {prefix}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style =
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed}<{eta} {prefix}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style.progress_chars("=> "));
     bar.set_message(what.to_string());
     bar

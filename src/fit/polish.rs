@@ -643,7 +643,10 @@ impl<'a> Run<'a> {
         if self.opts.mode == PolishMode::Near {
             let ci = match iterate {
                 Some(net) => cosine(&self.start, net),
-                None => cosine(&self.start, &self.full(&lag.checked_net(theta).ok()?, lag.kappa).ok()?),
+                None => cosine(
+                    &self.start,
+                    &self.full(&lag.checked_net(theta).ok()?, lag.kappa).ok()?,
+                ),
             };
             let cf = cosine(&self.start, &relu_net);
             if cf < ci - fopts.near_slack {

@@ -31,8 +31,7 @@ pub struct TensorFile {
 impl TensorFile {
     /// Reads and parses `path`; a truncated or non-safetensors file is an error here.
     pub fn open(path: &Path) -> Result<Self> {
-        let bytes =
-            std::fs::read(path).map_err(|e| Error::io(path, "read", e))?;
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, "read", e))?;
         SafeTensors::deserialize(&bytes).map_err(|e| {
             Error::file(
                 path,
@@ -320,8 +319,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::io(dir, "create directory", e))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create directory", e))?;
     let name = path
         .file_name()
         .ok_or_else(|| Error::file(path, "not a file path"))?;
@@ -352,7 +350,6 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
 
 /// Reads and parses a JSON file.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::io(path, "read", e))?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "read", e))?;
     serde_json::from_str(&text).map_err(|e| Error::file(path, format!("invalid JSON: {e}")))
 }
