@@ -24,6 +24,8 @@
 //!
 //! The mathematics is in `docs/SPEC.md`.
 
+#![warn(missing_docs)]
+
 pub mod distance;
 pub mod error;
 pub mod experiment;

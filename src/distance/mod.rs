@@ -175,20 +175,29 @@ pub enum Status {
 /// The certified result for one point.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PointDistance {
+    /// Index of the point in its dataset.
     pub index: usize,
+    /// Its label s0 = ±1 (the sign a flip must change).
     pub label: f64,
+    /// N(x0), the network's output at the point.
     pub output: f64,
+    /// The proven lower bound on the distance.
     pub lower: Option<f64>,
+    /// The norm of the nearest verified flip (none if no flip was found).
     pub upper: Option<f64>,
+    /// What was proven: `exact`, `bounded`, `no_flip` or `on_boundary`.
     pub status: Status,
+    /// Why a result is `bounded` (the limit that stopped the search).
     pub reason: Option<String>,
     /// x0 + δ*, whose forward pass was re-checked to satisfy s0·N ≤ 0.
     pub witness: Option<Vec<f64>>,
     /// s0·N(witness), from the fresh forward pass.
     pub witness_output: Option<f64>,
+    /// Branch-and-bound nodes explored.
     pub nodes: usize,
     /// Hurting neurons that could switch within the final radius.
     pub unstable_hurting: usize,
+    /// Wall time of the search.
     pub seconds: f64,
 }
 
@@ -372,6 +381,23 @@ impl<'a> DistanceSolver<'a> {
     }
 
     /// The certified distance of `x0` (with its dataset index and label, for the report).
+    ///
+    /// ```
+    /// use kktcert::distance::{DistanceOptions, DistanceSolver, Status};
+    /// # use kktcert::fit::gd::{train, TrainConfig};
+    /// # use kktcert::model::data::{Fixture, FixtureSpec, LabelRule, MeansKind, FIXTURE_FORMAT};
+    /// # let spec = FixtureSpec { format: FIXTURE_FORMAT.into(), k: 4, d: 20, sigma: 0.3, n: 40,
+    /// #     n_test: 10, seed: 0, means: MeansKind::Orthogonal, labels: LabelRule::Balanced };
+    /// # let fx = Fixture::generate(spec)?;
+    /// # let net = train(&fx.train, &TrainConfig { width: 8, ..TrainConfig::default() }, |_, _, _| Ok(()))?.net;
+    /// let solver = DistanceSolver::new(&net);
+    /// let (x0, y0) = (fx.test.point(0), fx.test.y()[0]);
+    /// let p = solver.distance(&x0, 0, y0, &DistanceOptions::default())?;
+    /// assert_eq!(p.status, Status::Exact);
+    /// let (lower, upper) = (p.lower.unwrap_or(0.0), p.upper.unwrap_or(f64::INFINITY));
+    /// assert!(upper - lower <= 1e-9 * upper.max(1.0));
+    /// # Ok::<(), kktcert::Error>(())
+    /// ```
     pub fn distance(
         &self,
         x0: &DVector<f64>,
@@ -510,14 +536,21 @@ impl<'a> DistanceSolver<'a> {
 /// Summary of a batch of distances.
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct DistanceSummary {
+    /// Points summarised.
     pub count: usize,
+    /// Of which `exact`.
     pub exact: usize,
+    /// Of which `bounded`.
     pub bounded: usize,
+    /// Of which `no_flip`.
     pub no_flip: usize,
+    /// Of which `on_boundary` (N(x0) = 0).
     pub on_boundary: usize,
     /// Over points with an upper bound.
     pub median: Option<f64>,
+    /// Smallest distance (upper end).
     pub min: Option<f64>,
+    /// Largest distance (upper end).
     pub max: Option<f64>,
 }
 

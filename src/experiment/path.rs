@@ -24,10 +24,13 @@ use std::path::{Path, PathBuf};
 pub struct SeriesRow {
     /// Position in the series (the order of the checkpoints given).
     pub index: usize,
+    /// The checkpoint's file.
     pub net: String,
     /// GD step, from the checkpoint's `step` metadata.
     pub step: Option<u64>,
+    /// Accuracy on the training data.
     pub train_accuracy: f64,
+    /// min_i q_i / ‖θ‖², the quantity GD increases.
     pub normalized_margin: f64,
     /// The certificates, one per norm asked for (none when `skipped`).
     pub certificates: Vec<Certificate>,

@@ -23,18 +23,24 @@ use serde::{Deserialize, Serialize};
 /// One size of the sweep: k clusters in dimension d with noise σ.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Size {
+    /// Number of clusters.
     pub k: usize,
+    /// Input dimension.
     pub d: usize,
+    /// Within-cluster noise σ.
     pub sigma: f64,
 }
 
 /// One candidate the hypotheses regime's search audited (see `regime`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SearchRow {
+    /// The cell's (k, d, σ).
     pub size: Size,
     /// Assumption 2.2(3) lhs/rhs at C_A = 1 (≤ 1: holds).
     pub a3_ratio: f64,
+    /// Whether Assumption 2.2 holds for this fixture.
     pub assumption_holds: bool,
+    /// Whether P1–P6 hold (none when not audited).
     pub data_nice: Option<bool>,
     /// `hypotheses`, `boundary`, `outside`, or `unused` when not swept.
     pub chosen: String,
@@ -46,15 +52,19 @@ pub struct SweepConfig {
     /// `outside` (the default sweep, whose cells the audit does not pass) or
     /// `hypotheses` (cells chosen by searching the audit).
     pub regime: String,
+    /// The cells of the sweep.
     pub sizes: Vec<Size>,
     /// The audit search that chose the sizes (empty for `outside`).
     pub search: Vec<SearchRow>,
     /// Training points per cluster.
     pub n_per_cluster: usize,
+    /// Test points per fixture.
     pub n_test: usize,
     /// Widths as multiples of k.
     pub width_factors: Vec<usize>,
+    /// Fixture seeds per cell.
     pub seeds: Vec<u64>,
+    /// How the cluster means are drawn.
     pub means: MeansKind,
     /// Test points given to the exact distance search.
     pub distance_points: usize,
@@ -69,9 +79,11 @@ pub struct SweepConfig {
     pub polish_iteration_budget: usize,
     /// Which KKT point the polish heads for (`near`: the one GD is heading for).
     pub polish_mode: PolishMode,
+    /// Most GD steps per net.
     pub train_steps: usize,
     /// GD initialisation scale (0.1 leaves width-k nets with dead neurons on these fixtures).
     pub init_scale: f64,
+    /// Points of the flip-rate curve.
     pub grid: usize,
 }
 
@@ -121,6 +133,7 @@ impl SweepConfig {
 /// Medians for one kind of network.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct KindResult {
+    /// Test error of the net.
     pub test_error: f64,
     /// Median exact critical ‖z‖ along the universal direction (null: never flips).
     pub universal_median: Option<f64>,
@@ -128,8 +141,11 @@ pub struct KindResult {
     pub flip_curve: Vec<(f64, f64)>,
     /// Median of the certified distances' upper ends.
     pub distance_median: Option<f64>,
+    /// The distances computed (upper ends).
     pub distances: Vec<f64>,
+    /// How many of them are `exact`.
     pub distance_exact: usize,
+    /// How many are `bounded`.
     pub distance_bounded: usize,
 }
 
@@ -138,19 +154,28 @@ pub struct KindResult {
 pub struct Row {
     /// Position of the cell in the sweep (sizes × seeds × widths, in that order).
     pub cell: usize,
+    /// Number of clusters.
     pub k: usize,
+    /// Input dimension.
     pub d: usize,
+    /// Within-cluster noise σ.
     pub sigma: f64,
     /// Training points.
     pub n: usize,
     /// `hypotheses` (Assumption 2.2 and P1–P6 hold), `boundary` (they do
     /// not, but the A3 ratio is within [0.5, 2]) or `outside`.
     pub regime: String,
+    /// Width of the trained net.
     pub width: usize,
+    /// The fixture's seed.
     pub seed: u64,
+    /// Test error of the GD net (none if it failed).
     pub test_error: Option<f64>,
+    /// The polished net's certified ε_rel upper bound.
     pub kkt_relative_upper: Option<f64>,
+    /// Its δ_rel.
     pub kkt_relative_complementarity: Option<f64>,
+    /// Its certificate's verdict.
     pub kkt_verdict: Option<String>,
     /// Whether the certifier passed the polished net (`kkt` at the polish
     /// tolerance); the report never counts an uncertified net as KKT.
@@ -158,20 +183,33 @@ pub struct Row {
     /// How the KKT net was reached: `near` (pulled toward the GD net) or
     /// `sparse` (no pull).
     pub kkt_mode: String,
+    /// GD net: median critical radius along the universal direction.
     pub universal_median: Option<f64>,
+    /// GD net: median exact flip distance.
     pub distance_median: Option<f64>,
+    /// Polished net: median critical radius along the universal direction.
     pub kkt_universal_median: Option<f64>,
+    /// Polished net: median exact flip distance.
     pub kkt_distance_median: Option<f64>,
+    /// Robust net: median critical radius along the universal direction.
     pub robust_universal_median: Option<f64>,
+    /// Robust net: median exact flip distance.
     pub robust_distance_median: Option<f64>,
+    /// √(d/k), Theorem 4.2's scale.
     pub sqrt_d_over_k: f64,
+    /// √d, Theorem 4.1's scale.
     pub sqrt_d: f64,
+    /// Whether Assumption 2.2 holds for this fixture.
     pub assumption_holds: bool,
     /// Worst slack of Assumption 2.2(3) (ratio lhs/rhs).
     pub assumption_ratio: f64,
+    /// Whether P1–P6 hold (none when not audited).
     pub data_nice: Option<bool>,
+    /// Whether the double edge is observed in this row, in words.
     pub edge: String,
+    /// Wall time of the polish.
     pub polish_seconds: Option<f64>,
+    /// Why the row failed, if it did.
     pub error: Option<String>,
     /// Per kind of net: flip curve, all distances, exact/bounded counts.
     pub kinds: Vec<(String, KindResult)>,
@@ -180,6 +218,7 @@ pub struct Row {
 /// A fitted log–log slope and the cells it was fitted on.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Slope {
+    /// Which net: `GD`, `polished` or `robust`.
     pub kind: String,
     /// Slope and its standard error (null: fewer than 3 usable cells).
     pub fit: Option<(f64, f64)>,
@@ -193,10 +232,13 @@ pub struct Report {
     /// Which shard of which job this report is (absent for a whole run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<ShardInfo>,
+    /// The sweep's configuration.
     pub config: SweepConfig,
+    /// One row per (cell, width, seed).
     pub rows: Vec<Row>,
     /// Fitted log–log slope of the median universal radius against √(d/k), per kind.
     pub slopes: Vec<Slope>,
+    /// Wall time of the run.
     pub seconds: f64,
 }
 
@@ -515,7 +557,9 @@ fn least_squares(pts: &[(f64, f64)]) -> Option<(f64, f64)> {
 /// (robust univ / √d) over its rows.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RegimeVerdict {
+    /// The regime the verdict is about.
     pub regime: String,
+    /// Rows in it.
     pub rows: usize,
     /// Rows whose KKT net is certified (the only ones in `big_c`).
     pub certified: usize,

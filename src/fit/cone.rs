@@ -83,6 +83,7 @@ impl Default for FinishOptions {
 /// A finished network and how it was reached.
 #[derive(Clone, Debug)]
 pub struct Finished {
+    /// The finished network.
     pub net: Network,
     /// Σ_j ‖β_j‖ = ‖θ‖²/2 of the balanced result.
     pub objective: f64,

@@ -46,15 +46,21 @@ impl Loss {
 /// Training options; defaults reach zero training error on the shipped fixtures.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrainConfig {
+    /// Width m of the network.
     pub width: usize,
+    /// The per-sample loss.
     pub loss: Loss,
+    /// Most GD steps.
     pub steps: usize,
+    /// Step size η.
     pub lr: f64,
     /// Use η_t = min(η / L, `lr_cap`).
     pub normalized_lr: bool,
+    /// Cap on the loss-normalised step η/L.
     pub lr_cap: f64,
     /// Initial weights are N(0, s²/d) (first layer) and N(0, s²/m) (second).
     pub init_scale: f64,
+    /// Seed of the initialisation.
     pub seed: u64,
     /// Stop as soon as the mean loss is below this.
     pub target_loss: f64,
@@ -107,9 +113,13 @@ impl TrainConfig {
 /// One row of the training log.
 #[derive(Clone, Debug, Serialize)]
 pub struct LogRow {
+    /// GD step.
     pub step: usize,
+    /// Mean training loss.
     pub loss: f64,
+    /// Training accuracy.
     pub train_accuracy: f64,
+    /// Smallest margin y_i N(x_i).
     pub min_margin: f64,
     /// min_i q_i / ‖θ‖².
     pub normalized_margin: f64,
@@ -117,8 +127,11 @@ pub struct LogRow {
 
 /// Loss value and gradient at θ.
 pub struct LossGrad {
+    /// Mean training loss.
     pub loss: f64,
+    /// Margins y_i N(x_i).
     pub margins: Vec<f64>,
+    /// The gradient, as a network of the same shape.
     pub grad: Network,
 }
 
@@ -167,8 +180,11 @@ pub fn init(cfg: &TrainConfig, d: usize) -> Result<Network> {
 
 /// The result of a training run.
 pub struct Trained {
+    /// The trained network.
     pub net: Network,
+    /// Steps taken.
     pub steps: usize,
+    /// One row per logged step, the last included.
     pub log: Vec<LogRow>,
 }
 

@@ -72,6 +72,7 @@ pub struct PolishOptions {
     pub beta_factors: Vec<f64>,
     /// Certificate options for the stage reports and the verdict.
     pub tol: f64,
+    /// τ_act of the certificate (Clarke ambiguity at kinks).
     pub act_tol: f64,
     /// Which KKT point to head for.
     pub mode: PolishMode,
@@ -119,17 +120,25 @@ impl Default for PolishOptions {
 /// One continuation stage.
 #[derive(Clone, Debug, Serialize)]
 pub struct Stage {
+    /// The stage's softplus sharpness β.
     pub beta: f64,
     /// Certified relative residual bracket of the ReLU net after the stage.
     pub relative_lower: f64,
+    /// Certified ε_rel upper bound after the stage.
     pub relative_upper: f64,
+    /// δ_rel after the stage.
     pub relative_complementarity: f64,
+    /// The certificate's verdict after the stage.
     pub verdict: Verdict,
+    /// Largest margin violation of the smooth problem.
     pub max_violation: f64,
+    /// Penalty ρ of the augmented Lagrangian.
     pub rho: f64,
+    /// L-BFGS iterations of the stage.
     pub lbfgs_iterations: usize,
     /// The stage's certificate is of the cone program's finish of its iterate.
     pub finished: bool,
+    /// Wall time.
     pub seconds: f64,
 }
 
@@ -144,20 +153,30 @@ pub struct Movement {
     /// the span — what GD keeps from its initialisation — caps how near a
     /// KKT point can be.
     pub cosine_bound: f64,
+    /// Share of training points on which start and result agree in sign.
     pub train_agreement: f64,
+    /// The same on the test points, if given.
     pub test_agreement: Option<f64>,
+    /// Neurons with nonzero output weight at the start.
     pub live_neurons_before: usize,
+    /// The same at the end.
     pub live_neurons_after: usize,
 }
 
 /// The polish's record.
 #[derive(Clone, Debug, Serialize)]
 pub struct PolishReport {
+    /// The options used.
     pub options: PolishOptions,
+    /// The starting net's certificate.
     pub start: Certificate,
+    /// One entry per continuation stage.
     pub stages: Vec<Stage>,
+    /// The result's certificate.
     pub certificate: Certificate,
+    /// How far the result is from the start.
     pub movement: Movement,
+    /// Wall time.
     pub seconds: f64,
 }
 
@@ -306,6 +325,22 @@ fn judge(
 
 /// Polishes `net` toward a KKT point of Problem (2) on `train`; `on_stage`
 /// sees each stage's certified numbers as they fall.
+///
+/// ```
+/// use kktcert::fit::polish::{polish, PolishOptions};
+/// use kktcert::kkt::Verdict;
+/// # use kktcert::fit::gd::{train, TrainConfig};
+/// # use kktcert::model::data::{Fixture, FixtureSpec, LabelRule, MeansKind, FIXTURE_FORMAT};
+/// # let spec = FixtureSpec { format: FIXTURE_FORMAT.into(), k: 4, d: 20, sigma: 0.3, n: 40,
+/// #     n_test: 10, seed: 0, means: MeansKind::Orthogonal, labels: LabelRule::Balanced };
+/// # let fx = Fixture::generate(spec)?;
+/// # let net = train(&fx.train, &TrainConfig { width: 8, ..TrainConfig::default() }, |_, _, _| Ok(()))?.net;
+/// let opts = PolishOptions { stop_when_certified: true, ..PolishOptions::default() };
+/// let (kkt_net, report) = polish(&net, &fx.train, Some(&fx.test), &opts, |_| {})?;
+/// assert_eq!(report.certificate.verdict, Verdict::Kkt);
+/// assert_eq!(kkt_net.dim(), 20);
+/// # Ok::<(), kktcert::Error>(())
+/// ```
 pub fn polish(
     net: &Network,
     train: &Dataset,

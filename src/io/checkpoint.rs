@@ -1,7 +1,7 @@
 //! Checkpoints: the networks users hand to kktcert, from any of the files
 //! that hold them, and kktcert's own format.
 //!
-//! kktcert writes safetensors with `W` [m,d], `b` [m], `v` [m] (F64) and
+//! kktcert writes safetensors with `W` \[m,d\], `b` \[m\], `v` \[m\] (F64) and
 //! string metadata (the key `format` is [`CHECKPOINT_FORMAT`]; informative on
 //! load). It reads
 //! * that layout, from any program (NumPy, PyTorch after renaming);
@@ -36,9 +36,11 @@ pub struct LoadOptions {
 /// A network together with its output bias and provenance metadata.
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
+    /// The network (without its output bias).
     pub net: Network,
     /// c in N(x) + c (0 for kktcert's own nets).
     pub output_bias: f64,
+    /// The file's string metadata.
     pub metadata: BTreeMap<String, String>,
 }
 
@@ -135,7 +137,7 @@ impl Checkpoint {
     }
 }
 
-/// Reads W [m,d], b [m] (or zeros), v [m] or [1,m], c [1] or [] from `f`.
+/// Reads W \[m,d\], b \[m\] (or zeros), v \[m\] or \[1,m\], c \[1\] or [] from `f`.
 fn read_net(f: &TensorFile, names: &TensorNames) -> Result<(Network, f64)> {
     let (w, shape) = f.floats(&names.w, &[Dim::Any, Dim::Any])?;
     let (m, d) = (shape[0], shape[1]);
@@ -164,6 +166,22 @@ fn read_net(f: &TensorFile, names: &TensorNames) -> Result<(Network, f64)> {
 }
 
 /// Loads the network a file computes, N(x) + c (see [`Checkpoint::function`]).
+///
+/// ```
+/// use kktcert::io::checkpoint::{load_net, Checkpoint};
+/// # use kktcert::fit::gd::{train, TrainConfig};
+/// # use kktcert::model::data::{Fixture, FixtureSpec, LabelRule, MeansKind, FIXTURE_FORMAT};
+/// # let spec = FixtureSpec { format: FIXTURE_FORMAT.into(), k: 4, d: 20, sigma: 0.3, n: 40,
+/// #     n_test: 10, seed: 0, means: MeansKind::Orthogonal, labels: LabelRule::Balanced };
+/// # let fx = Fixture::generate(spec)?;
+/// # let net = train(&fx.train, &TrainConfig { width: 8, ..TrainConfig::default() }, |_, _, _| Ok(()))?.net;
+/// let path = std::env::temp_dir().join(format!("kktcert-doc-{}.safetensors", std::process::id()));
+/// Checkpoint::new(net.clone(), Default::default()).save(&path)?;
+/// let back = load_net(&path)?; // also a PyTorch state dict, or an ONNX graph
+/// assert_eq!(back.forward(fx.test.x()), net.forward(fx.test.x()));
+/// # std::fs::remove_file(&path).ok();
+/// # Ok::<(), kktcert::Error>(())
+/// ```
 pub fn load_net(path: &Path) -> Result<Network> {
     Checkpoint::load(path).map(|c| c.function())
 }

@@ -1,5 +1,5 @@
-//! Fixture and dataset files: `X` [n,d] F64, `y` [n] F64 (±1) and the
-//! optional `cluster` [n] I64 of a dataset; `mu` [k,d] and `labels` [k] of
+//! Fixture and dataset files: `X` \[n,d\] F64, `y` \[n\] F64 (±1) and the
+//! optional `cluster` \[n\] I64 of a dataset; `mu` \[k,d\] and `labels` \[k\] of
 //! the means; and a fixture directory, whose `fixture.json` regenerates the
 //! other three files bit for bit.
 
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 impl Means {
-    /// Writes `mu` [k,d] and `labels` [k] as F64.
+    /// Writes `mu` \[k,d\] and `labels` \[k\] as F64.
     pub fn save(&self, path: &Path) -> Result<()> {
         write_tensors(
             path,
@@ -44,7 +44,7 @@ impl Means {
 }
 
 impl Dataset {
-    /// Writes `X` [n,d] F64, `y` [n] F64 and, when known, `cluster` [n] I64.
+    /// Writes `X` \[n,d\] F64, `y` \[n\] F64 and, when known, `cluster` \[n\] I64.
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut tensors = vec![
             (

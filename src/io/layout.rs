@@ -1,9 +1,9 @@
 //! Recognising a two-layer ReLU net among the tensors of a safetensors file.
 //!
 //! Two layouts are recognised without help:
-//! * kktcert's own: `W` [m,d], `b` [m], `v` [m] (and an optional `c` [1]);
-//! * a PyTorch state dict with exactly two linear layers, `<a>.weight` [m,d],
-//!   `<a>.bias` [m] (optional), `<b>.weight` [1,m] or [m], `<b>.bias` [1]
+//! * kktcert's own: `W` \[m,d\], `b` \[m\], `v` \[m\] (and an optional `c` \[1\]);
+//! * a PyTorch state dict with exactly two linear layers, `<a>.weight` \[m,d\],
+//!   `<a>.bias` \[m\] (optional), `<b>.weight` \[1,m\] or \[m\], `<b>.bias` \[1\]
 //!   (optional: the output bias c). The prefixes are whatever the model
 //!   called them — `0`/`2` for `nn.Sequential`, `fc1`/`fc2` for named
 //!   modules, with any parent path (`model.net.0`) — and the first layer is
@@ -21,9 +21,13 @@ use std::collections::BTreeMap;
 /// bias c. `b` may be absent (a first layer without bias: b = 0).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorNames {
+    /// First layer's weight \[m, d\].
     pub w: String,
+    /// First layer's bias \[m\].
     pub b: Option<String>,
+    /// Second layer's weight \[1, m\] or \[m\].
     pub v: String,
+    /// Second layer's bias (the output bias).
     pub c: Option<String>,
 }
 

@@ -12,8 +12,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DistanceOutput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The shard's record, for one shard of a job.
     pub shard: Option<ShardInfo>,
+    /// Counts by status and the distances' median, min and max.
     pub summary: DistanceSummary,
+    /// One record per point, by index.
     pub points: Vec<PointDistance>,
 }
 
@@ -31,7 +34,9 @@ impl DistanceOutput {
 /// One net's universal attack, labelled by its file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NetAttack {
+    /// The net's file.
     pub net: String,
+    /// Its attack.
     pub report: AttackReport,
 }
 
@@ -42,7 +47,9 @@ pub struct NetAttack {
 pub enum AttackOutput {
     /// One shard of a job (always in list form, so shards merge).
     Shard {
+        /// The shard's record.
         shard: ShardInfo,
+        /// One report per net.
         reports: Vec<NetAttack>,
     },
     /// Several nets.
@@ -69,6 +76,8 @@ impl AttackOutput {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SeriesOutput<R> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The shard's record, for one shard of a job.
     pub shard: Option<ShardInfo>,
+    /// One row per checkpoint.
     pub rows: Vec<R>,
 }

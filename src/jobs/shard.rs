@@ -16,7 +16,9 @@ use std::path::Path;
 /// Shard `index` of `count` (0-based).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shard {
+    /// This shard's index, 0 ≤ index < count.
     pub index: usize,
+    /// Number of shards.
     pub count: usize,
 }
 
@@ -66,9 +68,13 @@ impl std::str::FromStr for Shard {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ShardKind {
+    /// `kktcert distance`.
     Distance,
+    /// `kktcert certify` over a series.
     Certify,
+    /// `kktcert attack`.
     Attack,
+    /// `kktcert reproduce`.
     Reproduce,
 }
 
@@ -95,7 +101,9 @@ impl std::fmt::Display for ShardKind {
 pub struct ShardInfo {
     /// The command that wrote the shard.
     pub kind: ShardKind,
+    /// This shard's index, 0 ≤ index < count.
     pub index: usize,
+    /// Number of shards.
     pub count: usize,
     /// Hex SHA-256 of the job's arguments and input contents.
     pub job: String,

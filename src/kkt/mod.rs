@@ -11,12 +11,12 @@
 //! ```
 //!
 //! E is never formed: p = m(d+2) is large, so every product with E or Eᵀ goes
-//! through the per-neuron structure (n×m×d matrix products, [`system`]).
+//! through the per-neuron structure (n×m×d matrix products, `system`).
 //! With N = n + #ambiguous up to a few thousand, the ℓ2 problem is solved on
 //! the formed N×N Gram system with the exact active-set QP of
-//! [`crate::linalg`], and the ℓ∞ problem by cutting planes ([`linf`]); for
+//! [`crate::linalg`], and the ℓ∞ problem by cutting planes (`linf`); for
 //! larger n, both are solved on a working set of points priced exactly
-//! against all the others ([`working_set`]).
+//! against all the others (`working_set`).
 //!
 //! **Certified bracket.** `upper` is ‖f − Ez‖ recomputed from the returned,
 //! repaired-to-feasible z. `lower` is the weak-duality bound
@@ -42,7 +42,9 @@ use serde::Serialize;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Norm {
+    /// The Euclidean norm.
     L2,
+    /// The maximum norm.
     Linf,
 }
 
@@ -67,6 +69,7 @@ pub struct CertifyOptions {
 /// per iteration. Any hint is safe; the bracket does not depend on it.
 #[derive(Clone, Debug, Default)]
 pub struct WarmStart {
+    /// Points free at the previous optimum.
     pub points: Vec<usize>,
     /// (sample, neuron) of ambiguous pairs with γ > 0.
     pub pairs: Vec<(usize, usize)>,
@@ -84,7 +87,10 @@ pub enum Method {
     Full,
     /// Column generation over the points with exact pricing, from the
     /// `initial` points of smallest margin.
-    WorkingSet { initial: usize },
+    WorkingSet {
+        /// Points in the first round.
+        initial: usize,
+    },
 }
 
 /// Points in the working set's first round (those of smallest margin).
@@ -154,8 +160,11 @@ impl Default for CertifyOptions {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
+    /// ε_rel upper ≤ tol and δ_rel ≤ tol: a certified KKT point.
     Kkt,
+    /// ε_rel lower > tol: certainly not a KKT point at this tolerance.
     NotKkt,
+    /// The bracket straddles the tolerance.
     Undecided,
 }
 
@@ -163,56 +172,82 @@ pub enum Verdict {
 #[derive(Clone, Debug, Serialize)]
 pub struct BlockResiduals {
     #[serde(rename = "W")]
+    /// Residual of the W block.
     pub w: f64,
+    /// Residual of the b block.
     pub b: f64,
+    /// Residual of the v block.
     pub v: f64,
 }
 
 /// A Clarke-ambiguous (point, neuron) pair and the s_ij the certificate chose.
 #[derive(Clone, Debug, Serialize)]
 pub struct AmbiguousPair {
+    /// The training point.
     pub sample: usize,
+    /// The neuron.
     pub neuron: usize,
+    /// w_j·x_i + b_j, near 0.
     pub preactivation: f64,
+    /// The Clarke slope chosen in \[0, 1\].
     pub s: f64,
 }
 
 /// A support vector: λ_i > 0.
 #[derive(Clone, Debug, Serialize)]
 pub struct Support {
+    /// The training point.
     pub index: usize,
+    /// Its multiplier λ_i.
     pub lambda: f64,
+    /// Its margin after rescaling.
     pub margin: f64,
 }
 
 /// What was proven about one norm.
 #[derive(Clone, Debug, Serialize)]
 pub struct Certificate {
+    /// The residual's norm.
     pub norm: Norm,
+    /// The factor that puts the net on the constraint set (min margin 1).
     pub scale: f64,
+    /// Margins of the rescaled net.
     pub margins: Vec<f64>,
+    /// Proven upper bound on the best KKT residual.
     pub upper: f64,
+    /// Proven lower bound on it.
     pub lower: f64,
+    /// upper / ‖θ̂‖ (ε_rel's upper end).
     pub relative_upper: f64,
+    /// lower / ‖θ̂‖.
     pub relative_lower: f64,
     /// 2 Σ λ_i (q̂_i − 1) / ‖θ̂‖² of the returned λ.
     pub relative_complementarity: f64,
     /// The δ_rel bound imposed (null: no complementarity row).
     pub delta_rel: Option<f64>,
+    /// The verdict's tolerance.
     pub tol: f64,
     /// τ_act: (point, neuron) pairs with |u_ij| ≤ τ‖(w_j, b_j)‖(‖x_i‖ + 1)
     /// were given Clarke freedom (listed in `ambiguous_pairs`).
     pub act_tol: f64,
+    /// The multipliers λ (one per training point).
     pub lambda: Vec<f64>,
+    /// Points with λ_i > 0.
     pub support: Vec<Support>,
+    /// The residual by parameter block.
     pub block_residuals: BlockResiduals,
+    /// (point, neuron) pairs given Clarke freedom.
     pub ambiguous_pairs: Vec<AmbiguousPair>,
+    /// `kkt`, `not_kkt` or `undecided`.
     pub verdict: Verdict,
+    /// ‖θ̂‖ of the rescaled net.
     pub theta_norm: f64,
+    /// Iterations of the QP (or LP rounds).
     pub solver_iterations: usize,
     /// Present when the working-set method solved it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub working_set: Option<WorkingSetStats>,
+    /// Wall time.
     pub seconds: f64,
 }
 
@@ -238,6 +273,20 @@ impl Certificate {
 }
 
 /// Certifies `net` on the training set `data` in the given norm.
+///
+/// ```
+/// use kktcert::kkt::{certify, CertifyOptions, Norm};
+/// # use kktcert::fit::gd::{train, TrainConfig};
+/// # use kktcert::model::data::{Fixture, FixtureSpec, LabelRule, MeansKind, FIXTURE_FORMAT};
+/// # let spec = FixtureSpec { format: FIXTURE_FORMAT.into(), k: 4, d: 20, sigma: 0.3, n: 40,
+/// #     n_test: 10, seed: 0, means: MeansKind::Orthogonal, labels: LabelRule::Balanced };
+/// # let fx = Fixture::generate(spec)?;
+/// # let net = train(&fx.train, &TrainConfig { width: 8, ..TrainConfig::default() }, |_, _, _| Ok(()))?.net;
+/// let cert = certify(&net, &fx.train, Norm::L2, &CertifyOptions::default())?;
+/// assert!(0.0 <= cert.lower && cert.lower <= cert.upper);
+/// println!("ε_rel ∈ [{:.2e}, {:.2e}]: {:?}", cert.relative_lower, cert.relative_upper, cert.verdict);
+/// # Ok::<(), kktcert::Error>(())
+/// ```
 pub fn certify(
     net: &Network,
     data: &Dataset,
@@ -306,8 +355,10 @@ pub enum Certificates<'a> {
     /// Both norms, keyed by name.
     ByNorm {
         #[serde(skip_serializing_if = "Option::is_none")]
+        /// The ℓ2 certificate.
         l2: Option<&'a Certificate>,
         #[serde(skip_serializing_if = "Option::is_none")]
+        /// The ℓ∞ certificate.
         linf: Option<&'a Certificate>,
     },
 }

@@ -11,10 +11,15 @@ use std::ops::Range;
 
 /// Outcome of [`minimize`].
 pub struct Minimum {
+    /// The minimiser found.
     pub x: DVector<f64>,
+    /// The objective there.
     pub value: f64,
+    /// The gradient's norm there.
     pub grad_norm: f64,
+    /// Iterations taken.
     pub iterations: usize,
+    /// Objective evaluations.
     pub evaluations: usize,
 }
 

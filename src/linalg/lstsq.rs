@@ -55,7 +55,7 @@ const SVD_RETRY_THRESHOLDS: [f64; 2] = [1e-14, 1e-12];
 
 /// Lawson–Hanson NNLS on the matrix itself: min ‖E u − f‖ over u ≥ 0.
 ///
-/// Unlike [`qp_nonneg`] on the normal equations, this never forms EᵀE, so it keeps the accuracy of E
+/// Unlike the general QP (`qp_nonneg`, a test oracle) on the normal equations, this never forms EᵀE, so it keeps the accuracy of E
 /// when columns are (nearly) dependent — duplicated or opposite constraints
 /// in a least-distance program. The passive least-squares problems are
 /// solved by SVD; a column whose entry comes out non-positive right after it

@@ -62,14 +62,23 @@ impl std::str::FromStr for LabelRule {
 /// Every parameter of a fixture; regenerates it bit for bit.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FixtureSpec {
+    /// The format tag (`FIXTURE_FORMAT`).
     pub format: String,
+    /// Number of clusters.
     pub k: usize,
+    /// Input dimension.
     pub d: usize,
+    /// Within-cluster noise σ.
     pub sigma: f64,
+    /// Training points.
     pub n: usize,
+    /// Test points.
     pub n_test: usize,
+    /// Seed of every random stream.
     pub seed: u64,
+    /// How the cluster means are drawn.
     pub means: MeansKind,
+    /// How cluster labels are assigned.
     pub labels: LabelRule,
 }
 
@@ -322,9 +331,13 @@ pub fn row_major(m: &DMatrix<f64>) -> Vec<f64> {
 /// A fixture directory: `fixture.json`, `means.safetensors`,
 /// `train.safetensors`, `test.safetensors`.
 pub struct Fixture {
+    /// The parameters that regenerate it.
     pub spec: FixtureSpec,
+    /// The cluster means and their labels.
     pub means: Means,
+    /// Training data.
     pub train: Dataset,
+    /// Test data.
     pub test: Dataset,
 }
 

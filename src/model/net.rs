@@ -1,5 +1,5 @@
 //! The two-layer ReLU network of SPEC §2:
-//! N(x; θ) = Σ_j v_j · ReLU(w_j · x + b_j), θ = (W [m,d], b [m], v [m]).
+//! N(x; θ) = Σ_j v_j · ReLU(w_j · x + b_j), θ = (W \[m,d\], b \[m\], v \[m\]).
 //!
 //! A [`Network`] cannot hold inconsistent shapes or non-finite values: the
 //! constructor checks both. The flattening order of θ is fixed — W row-major,
@@ -210,7 +210,7 @@ impl Network {
         }
     }
 
-    /// Pre-activations U = X Wᵀ + 1 bᵀ, shape [n, m].
+    /// Pre-activations U = X Wᵀ + 1 bᵀ, shape \[n, m\].
     pub fn preactivations(&self, x: &DMatrix<f64>) -> DMatrix<f64> {
         let mut u = product(x, false, &self.w, true);
         for (j, mut col) in u.column_iter_mut().enumerate() {
@@ -350,7 +350,9 @@ impl Network {
 /// log(1 + e^{βu})/β used by the polish continuation.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activation {
+    /// ReLU(u) = max(u, 0).
     Relu,
+    /// softplus_β(u) = log(1 + e^{βu})/β, with β given.
     Softplus(f64),
 }
 
@@ -396,7 +398,9 @@ impl Activation {
 
 /// σ(U) and σ'(U) of a layer's pre-activations, for one pass of an optimiser.
 pub struct Activations {
+    /// σ(u) for every (point, neuron).
     pub value: DMatrix<f64>,
+    /// σ'(u) for every (point, neuron).
     pub slope: DMatrix<f64>,
 }
 
@@ -468,12 +472,19 @@ impl Network {
 /// Summary statistics of a network on a dataset.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Evaluation {
+    /// Points evaluated.
     pub n: usize,
+    /// Share classified correctly.
     pub accuracy: f64,
+    /// Points misclassified.
     pub errors: usize,
+    /// Smallest margin y_i N(x_i).
     pub min_margin: f64,
+    /// Median margin.
     pub median_margin: f64,
+    /// Largest margin.
     pub max_margin: f64,
+    /// ‖θ‖², for the normalised margin.
     pub norm_sq: f64,
     /// min_i q_i / ‖θ‖² — invariant under rescaling θ.
     pub normalized_margin: f64,

@@ -30,7 +30,9 @@ pub fn universal_direction(means: &Means) -> Result<DVector<f64>> {
 /// Per-point result of the universal attack.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AttackPoint {
+    /// Index of the point.
     pub index: usize,
+    /// Its label.
     pub label: f64,
     /// Exact critical ‖z‖ (null when the ray never flips the sign).
     pub critical_radius: Option<f64>,
@@ -39,27 +41,50 @@ pub struct AttackPoint {
 /// The universal attack on one network over a test set.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AttackReport {
+    /// Input dimension.
     pub d: usize,
+    /// Number of clusters.
     pub k: usize,
     /// √(d/k) and √d, the two scales of the paper.
     pub scale_sqrt_d_over_k: f64,
+    /// √d.
     pub scale_sqrt_d: f64,
+    /// One record per attacked point.
     pub points: Vec<AttackPoint>,
     /// Radii of the flip-rate curve, the number of points flipped at each
     /// (by a fresh forward pass) and that number as a fraction.
     pub grid: Vec<f64>,
+    /// Points flipped at each grid radius.
     pub flipped: Vec<usize>,
+    /// Their share.
     pub flip_rate: Vec<f64>,
     /// Median r* over points (null when at most half the points ever flip).
     pub median: Option<f64>,
+    /// The median critical radius over √(d/k).
     pub median_over_sqrt_d_over_k: Option<f64>,
+    /// The median critical radius over √d.
     pub median_over_sqrt_d: Option<f64>,
+    /// Points no radius of the ray flips.
     pub never_flipped: usize,
 }
 
 /// Runs the attack along Σ y_q μ_q on every point of `data`; the flip-rate
 /// curve is evaluated by fresh forward passes on `grid_points` radii up to
 /// `max_radius`.
+///
+/// ```
+/// use kktcert::paper::attack::attack;
+/// # use kktcert::fit::gd::{train, TrainConfig};
+/// # use kktcert::model::data::{Fixture, FixtureSpec, LabelRule, MeansKind, FIXTURE_FORMAT};
+/// # let spec = FixtureSpec { format: FIXTURE_FORMAT.into(), k: 4, d: 20, sigma: 0.3, n: 40,
+/// #     n_test: 10, seed: 0, means: MeansKind::Orthogonal, labels: LabelRule::Balanced };
+/// # let fx = Fixture::generate(spec)?;
+/// # let net = train(&fx.train, &TrainConfig { width: 8, ..TrainConfig::default() }, |_, _, _| Ok(()))?.net;
+/// let report = attack(&net, &fx.test, &fx.means, 11, None)?;
+/// assert_eq!(report.points.len(), fx.test.n());
+/// println!("median critical radius / √(d/k): {:?}", report.median_over_sqrt_d_over_k);
+/// # Ok::<(), kktcert::Error>(())
+/// ```
 pub fn attack(
     net: &Network,
     data: &Dataset,

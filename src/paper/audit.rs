@@ -39,12 +39,17 @@ impl Default for AuditOptions {
 /// One audited condition.
 #[derive(Clone, Debug, Serialize)]
 pub struct Check {
+    /// Short name (A1…A3, P1…P6, balance).
     pub name: String,
+    /// What is checked, in words.
     pub description: String,
+    /// The measured value.
     pub value: f64,
+    /// The bound it is held to.
     pub threshold: f64,
     /// threshold − value for "≤" checks, value − threshold for "≥" checks.
     pub slack: f64,
+    /// Whether it holds.
     pub pass: bool,
     /// Which cluster, sample or pair attains the worst value.
     pub witness: String,
@@ -73,7 +78,9 @@ fn at_least(name: &str, description: &str, value: f64, threshold: f64, witness: 
 /// The audit's findings.
 #[derive(Clone, Debug, Serialize)]
 pub struct Audit {
+    /// The constants used.
     pub options: AuditOptions,
+    /// One entry per condition.
     pub checks: Vec<Check>,
     /// Assumption 2.2 (items 1–3) holds.
     pub assumption_holds: bool,
@@ -107,6 +114,19 @@ fn worst_pair(n: usize, mut f: impl FnMut(usize, usize) -> Option<f64>) -> (f64,
 }
 
 /// Audits the means (Assumption 2.2, balance) and optionally a training set (P1–P6).
+///
+/// ```
+/// use kktcert::paper::audit::{audit, AuditOptions};
+/// # use kktcert::model::data::{Fixture, FixtureSpec, LabelRule, MeansKind, FIXTURE_FORMAT};
+/// # let spec = FixtureSpec { format: FIXTURE_FORMAT.into(), k: 4, d: 20, sigma: 0.3, n: 40,
+/// #     n_test: 10, seed: 0, means: MeansKind::Orthogonal, labels: LabelRule::Balanced };
+/// # let fx = Fixture::generate(spec)?;
+/// let a = audit(&fx.means, 0.3, Some(&fx.train), &AuditOptions::default())?;
+/// for c in &a.checks {
+///     println!("{}: {} (value {:.3}, threshold {:.3})", c.name, if c.pass { "holds" } else { "fails" }, c.value, c.threshold);
+/// }
+/// # Ok::<(), kktcert::Error>(())
+/// ```
 pub fn audit(
     means: &Means,
     sigma: f64,

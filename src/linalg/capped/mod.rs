@@ -39,10 +39,13 @@
 //! its iteration limit returns a feasible z: all that the callers'
 //! weak-duality bounds need.
 
+mod null;
+
 use super::factor::{kkt_system, well_conditioned, Factor};
 use super::lstsq::lstsq;
-use super::{Finish, CLAMPED_PIVOT, DEGENERACY_SHIFT, TOL};
+use super::{Finish, DEGENERACY_SHIFT, TOL};
 use nalgebra::{DMatrix, DVector};
+use null::NullDirection;
 
 /// The share a warm start's pivots must keep: units whose pivot keeps less
 /// stay at 0 for the iterations to free, one at a time, if their gradients
@@ -57,21 +60,12 @@ use nalgebra::{DMatrix, DVector};
 /// 400,000 instances. (The rest of the gap was `null_target`'s flat case.)
 const WARM_PIVOT: f64 = 1e-2;
 
-/// The direction of (nearly) zero curvature of the k-th free unit, whose
-/// pivot is clamped: d = e_k − Σ_t c_t e_t in reduced coordinates, Pd, and
-/// the objective's slope ∇ᵀPd and curvature (Pd)ᵀH(Pd) along it.
-struct NullDirection {
-    k: usize,
-    d: Vec<f64>,
-    pd: DVector<f64>,
-    slope: f64,
-    curvature: f64,
-}
-
 /// The cap row z_a ≤ c·z_master of a capped variable a.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Cap {
+    /// The variable that caps it.
     pub master: usize,
+    /// The cap's factor c ≥ 0.
     pub c: f64,
 }
 
@@ -79,7 +73,9 @@ pub struct Cap {
 pub struct Constraints<'a> {
     /// `caps[a] = Some(Cap { master, c })`: z_a ≤ c·z_master (masters uncapped, c ≥ 0).
     pub caps: &'a [Option<Cap>],
+    /// General rows A.
     pub a: &'a DMatrix<f64>,
+    /// Their right-hand sides b ≥ 0.
     pub b: &'a DVector<f64>,
 }
 
@@ -419,98 +415,6 @@ impl Capped<'_> {
         }
         let (y, mu) = self.dense(wi, self.factor.ridge);
         (y, mu, false)
-    }
-
-    /// Where a free unit's column (nearly) depends on those freed before it
-    /// (the k-th pivot is clamped), PᵀHP is singular to working precision
-    /// and the face has a direction of (nearly) zero curvature
-    /// d = e_k − Σ_t c_t e_t, c = L₁₁⁻ᵀ l₂₁ (p_k's expansion in the earlier
-    /// units). A ridged solve would aim ~1/ρ away in a direction rounding
-    /// decides, and the variable just freed could block at once and be
-    /// barred, stalling short of the optimum. Instead the target is the
-    /// minimiser along d, t* = −∇ᵀPd / (Pd)ᵀH(Pd) (far away when the
-    /// curvature vanishes, flagged `true`: the ratio test then stops at the
-    /// block, or nothing blocks and the problem is unbounded). Where the
-    /// objective is flat along d to working precision, every point of the
-    /// line is as good, and the target is where the k-th unit reaches 0:
-    /// the ratio test stops there or at an earlier bound or cap, a step of
-    /// at most z_k along d that leaves the singular face. (A ridged solve
-    /// there aimed wherever rounding pointed: on warm starts it left z in
-    /// the hundreds of thousands, where the objective of a rounded H is
-    /// determined only to 1e-9 relative.)
-    fn null_target(&self, nd: &NullDirection) -> (Vec<f64>, bool) {
-        let far = 1e8 * (1.0 + self.z.amax()) / nd.pd.amax();
-        let (t, is_far) = if self.flat(nd) {
-            (-self.z[self.factor.order[nd.k]], false)
-        } else if nd.curvature * far > nd.slope.abs() {
-            (-nd.slope / nd.curvature, false)
-        } else {
-            (-nd.slope.signum() * far, true)
-        };
-        let y = (self.factor.order.iter())
-            .zip(&nd.d)
-            .map(|(&u, dt)| self.z[u] + t * dt);
-        (y.collect(), is_far)
-    }
-
-    /// The null direction of the k-th (clamped) unit; `None` if Pd
-    /// vanishes.
-    fn null_direction(&self, k: usize) -> Option<NullDirection> {
-        let order = &self.factor.order;
-        let mut c: Vec<f64> = (0..k).map(|t| self.factor.l[(k, t)]).collect();
-        self.factor.upper(&mut c);
-        let mut d = vec![0.0; order.len()];
-        d[k] = 1.0;
-        for (t, ct) in c.iter().enumerate() {
-            d[t] = -ct;
-        }
-        let mut pd = DVector::zeros(self.z.len());
-        let mut hpd = DVector::zeros(self.z.len());
-        for (&u, &dt) in order.iter().zip(&d).filter(|(_, &dt)| dt != 0.0) {
-            for (p, w) in self.column(u) {
-                pd[p] += w * dt;
-            }
-            hpd.axpy(dt, &self.hp[u], 1.0);
-        }
-        if pd.amax() == 0.0 {
-            return None;
-        }
-        let (grad, _) = self.gradient();
-        Some(NullDirection {
-            k,
-            slope: grad.dot(&pd),
-            curvature: pd.dot(&hpd).max(0.0),
-            d,
-            pd,
-        })
-    }
-
-    /// Flat to working precision: on a true null direction the slope is 0
-    /// whenever g lies in the range of H, and a far step would only
-    /// amplify rounding.
-    fn flat(&self, nd: &NullDirection) -> bool {
-        nd.slope.abs() <= 1e-10 * self.g.norm() * nd.pd.norm()
-    }
-
-    /// The unit of a clamped pivot (its null direction `nd`, no general row
-    /// working), if it sits at 0 and the objective is flat along `nd`:
-    /// freeing it gained nothing, and its singular face would make a
-    /// ridged solve aim anywhere along the null direction.
-    fn flat_dependent(&self, nd: &NullDirection) -> Option<usize> {
-        let u = self.factor.order[nd.k];
-        (self.z[u] == 0.0 && self.flat(nd)).then_some(u)
-    }
-
-    /// The position of the first clamped pivot in the factor, if any: the
-    /// face is then singular, and the pivot's unit gives its null direction.
-    fn clamped(&self) -> Option<usize> {
-        self.thin_pivot(CLAMPED_PIVOT)
-    }
-
-    /// The position of the first pivot that keeps at most the share
-    /// `share` of its diagonal (or sits near the ridge), if any.
-    fn thin_pivot(&self, share: f64) -> Option<usize> {
-        self.factor.thin_pivot(|u| self.diag[u], share)
     }
 
     /// The reduced KKT system with the working rows `wi`, ridge ρ on PᵀHP,
