@@ -191,7 +191,7 @@ fn distance_json(
 
 /// The polished (W, b, v) and the `polish --json` report.
 #[pyfunction]
-#[pyo3(signature = (w, b, v, x, y, tol, act_tol, mode, proximal, time_limit, stop_when_certified))]
+#[pyo3(signature = (w, b, v, x, y, tol, act_tol, mode, proximal, iterations, time_limit, stop_when_certified))]
 #[allow(clippy::too_many_arguments)]
 fn polish_json<'py>(
     py: Python<'py>,
@@ -204,6 +204,7 @@ fn polish_json<'py>(
     act_tol: f64,
     mode: &str,
     proximal: f64,
+    iterations: usize,
     time_limit: Option<f64>,
     stop_when_certified: bool,
 ) -> PyResult<(Arrays<'py>, String)> {
@@ -214,6 +215,7 @@ fn polish_json<'py>(
         act_tol,
         mode: PolishMode::parse(mode).map_err(value_error)?,
         proximal,
+        iteration_budget: Some(iterations),
         time_limit,
         stop_when_certified,
         ..Default::default()

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use kktcert::fit::gd::{train, TrainConfig};
-use kktcert::fit::polish::{polish, PolishOptions};
+use kktcert::fit::polish::{polish, PolishOptions, ITERATION_BUDGET};
 use kktcert::kkt::{certify, CertifyOptions, Norm, Verdict};
 use kktcert::model::data::Dataset;
 use kktcert::model::net::Network;
@@ -49,6 +49,38 @@ fn polish_certifies_a_small_trained_net() {
         q.iter().cloned().fold(f64::INFINITY, f64::min)
     );
     assert_eq!(rep.movement.train_agreement, 1.0);
+}
+
+/// The default stop is a work budget, not wall clock: a polish cut short by
+/// it ends at the same iterate on every run, whatever the machine's load.
+#[test]
+fn the_default_budget_stops_at_the_same_point_every_time() {
+    let defaults = PolishOptions::default();
+    assert_eq!(defaults.time_limit, None);
+    assert_eq!(defaults.iteration_budget, Some(ITERATION_BUDGET));
+    let data = tiny16();
+    let net = gd(
+        &data,
+        &TrainConfig {
+            width: 6,
+            init_scale: 0.5,
+            ..Default::default()
+        },
+    );
+    let opts = PolishOptions {
+        iteration_budget: Some(300),
+        ..defaults
+    };
+    let run = || polish(&net, &data, None, &opts, |_| {}).unwrap();
+    let ((a, ra), (b, rb)) = (run(), run());
+    assert_eq!(a.w(), b.w());
+    assert_eq!(a.v(), b.v());
+    assert_eq!(ra.stages.len(), rb.stages.len());
+    let iterations: usize = ra.stages.iter().map(|s| s.lbfgs_iterations).sum();
+    assert!(
+        iterations <= 300 + opts.max_inner,
+        "{iterations} iterations"
+    );
 }
 
 #[test]

@@ -87,13 +87,16 @@ def distance(W, b, v, X, indices=None, time_limit=60.0, max_nodes=None, threads=
     return json.loads(out)
 
 
-def polish(W, b, v, X, y, tol=1e-4, act_tol=1e-4, mode="near", proximal=1.0, time_limit=120.0, stop_when_certified=False):
+def polish(W, b, v, X, y, tol=1e-4, act_tol=1e-4, mode="near", proximal=1.0, iterations=100_000,
+           time_limit=None, stop_when_certified=False):
     """Polish toward a certified KKT point: (W, b, v, report) with the report
     of ``kktcert polish --json``. ``mode="near"`` finds one close to the
-    given net (the one GD is heading for); ``"sparse"`` has no pull."""
+    given net (the one GD is heading for); ``"sparse"`` has no pull. The
+    polish stops after ``iterations`` L-BFGS iterations (the same point on
+    any machine), or after ``time_limit`` seconds if given."""
     W, b, v = _net(W, b, v)
     (W2, b2, v2), rep = _native.polish_json(
-        W, b, v, _f64(X, "X", 2), _f64(y, "y", 1), float(tol), float(act_tol), str(mode), float(proximal), time_limit, bool(stop_when_certified)
+        W, b, v, _f64(X, "X", 2), _f64(y, "y", 1), float(tol), float(act_tol), str(mode), float(proximal), int(iterations), time_limit, bool(stop_when_certified)
     )
     return W2, b2, v2, json.loads(rep)
 

@@ -2,7 +2,7 @@
 
 use super::{parse_list, record_certificate, NetFormat};
 use kktcert::fit::cone::FinishOptions;
-use kktcert::fit::polish::{polish, PolishMode, PolishOptions};
+use kktcert::fit::polish::{polish, PolishMode, PolishOptions, ITERATION_BUDGET};
 use kktcert::io::checkpoint::Checkpoint;
 use kktcert::io::tensors::write_json;
 use kktcert::model::data::Dataset;
@@ -46,9 +46,14 @@ pub struct Args {
     /// iterate has at most this many live neurons (0: never).
     #[arg(long, default_value_t = FinishOptions::default().max_live)]
     finish_max_live: usize,
-    /// Seconds before the polish stops with the best stage so far.
-    #[arg(long, default_value_t = 120.0)]
-    time_limit: f64,
+    /// Work budget: L-BFGS iterations over all stages before the polish
+    /// stops with the best stage so far (the same on every machine).
+    #[arg(long, default_value_t = ITERATION_BUDGET)]
+    iterations: usize,
+    /// Also stop after this many seconds (the verdict then depends on the
+    /// machine's speed and load).
+    #[arg(long)]
+    time_limit: Option<f64>,
     /// Write the polish report here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -66,7 +71,8 @@ pub fn run(a: Args) -> Result<()> {
         mode: a.mode,
         proximal: a.proximal,
         stop_when_certified: a.stop_when_certified,
-        time_limit: Some(a.time_limit),
+        time_limit: a.time_limit,
+        iteration_budget: Some(a.iterations),
         finish: (a.finish_max_live > 0).then(|| FinishOptions {
             max_live: a.finish_max_live,
             ..Default::default()

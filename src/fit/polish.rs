@@ -30,6 +30,11 @@ use serde::Serialize;
 use std::cell::Cell;
 use std::time::Instant;
 
+/// The default work budget of a polish, in L-BFGS iterations over all
+/// stages: the same stopping point on every machine. It is the sweep's
+/// budget, which every cell of `reproduce` certifies well within.
+pub const ITERATION_BUDGET: usize = 100_000;
+
 /// Which KKT point the polish heads for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -87,7 +92,8 @@ pub struct PolishOptions {
     pub max_inner: usize,
     /// Stop after a stage certified `kkt`.
     pub stop_when_certified: bool,
-    /// Wall-clock budget, seconds.
+    /// Wall-clock budget, seconds: only when asked for, since a verdict
+    /// reached under it depends on the machine and its load.
     pub time_limit: Option<f64>,
     /// Work budget: total L-BFGS iterations over all stages. Unlike the
     /// time limit it stops at the same point on any machine under any load,
@@ -110,8 +116,8 @@ impl Default for PolishOptions {
             far_outer: 3,
             max_inner: 500,
             stop_when_certified: false,
-            time_limit: Some(120.0),
-            iteration_budget: None,
+            time_limit: None,
+            iteration_budget: Some(ITERATION_BUDGET),
             finish: Some(FinishOptions::default()),
         }
     }
