@@ -193,7 +193,10 @@ fn malformed_flag_values_are_refused() {
         ),
         (&["distance", "--indices", "1:9"], &["indices", "END ≤ 2"]),
         (&["certify", "--delta=-1"], &["--delta", "or inf"]),
-        (&["certify", "--norm", "l3"], &["--norm", "l2"]),
+        (
+            &["certify", "--norm", "l3"],
+            &["--norm", "possible values: l2, linf, both"],
+        ),
         (
             &["certify", "--method", "fast"],
             &["--method", "working-set"],
@@ -209,6 +212,7 @@ fn malformed_flag_values_are_refused() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{all:?}: {err}");
         assert!(!err.contains("panicked"), "{all:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line expected: {err}");
         for needle in *says {
             assert!(err.contains(needle), "{all:?}: `{needle}` not in {err}");
         }

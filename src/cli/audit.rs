@@ -2,7 +2,7 @@
 
 use kktcert::io::tensors::write_json;
 use kktcert::model::data::{Dataset, Fixture};
-use kktcert::paper::audit::{audit, AuditOptions};
+use kktcert::paper::audit::{audit, AuditOptions, LogBase};
 use kktcert::Result;
 use std::path::PathBuf;
 
@@ -25,6 +25,9 @@ pub struct Args {
     /// c_bal of the label balance.
     #[arg(long, default_value_t = AuditOptions::default().c_bal)]
     c_bal: f64,
+    /// Base of `log` in A3 and P1–P5: 2 (the paper's `log`) or e (its `ln`).
+    #[arg(long, value_enum, default_value = "2")]
+    log_base: LogBase,
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -40,6 +43,7 @@ pub fn run(a: Args) -> Result<()> {
         c_p: a.c_p,
         sigma_max: a.sigma_max,
         c_bal: a.c_bal,
+        log_base: a.log_base,
         ..Default::default()
     };
     let rep = audit(&fx.means, fx.spec.sigma, Some(&train), &opts)?;
@@ -61,6 +65,11 @@ pub fn run(a: Args) -> Result<()> {
             c.witness
         );
     }
+    say!(
+        "log base {}; A3 holds for every C_A ≤ {:.4} (the largest C_A for which it holds)",
+        opts.log_base.name(),
+        rep.max_c_a()
+    );
     say!(
         "Assumption 2.2: {}; dataset properties P1–P6: {}",
         if rep.assumption_holds {

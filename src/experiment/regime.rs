@@ -31,7 +31,7 @@ fn audit_size(size: Size, cfg: &SweepConfig, seed: u64) -> Result<SearchRow> {
         n_test: 1,
         ..spec(size, cfg, seed)
     })?;
-    let a = audit_fixture(&fx)?;
+    let a = audit_fixture(&fx, cfg.log_base)?;
     Ok(SearchRow {
         size,
         a3_ratio: a.a3_ratio(),

@@ -8,6 +8,9 @@
 
 use crate::distance::{DistanceOptions, DistanceSolver, PointDistance, Status};
 use crate::error::Result;
+use crate::experiment::edge::{
+    bootstrap_median, check_point, double_edge, exact_median, exponent_in_k, Interval, PointRecord,
+};
 use crate::fit::gd::{train, TrainConfig};
 use crate::fit::polish::{polish, PolishMode, PolishOptions};
 use crate::jobs::shard::{Shard, ShardInfo};
@@ -15,6 +18,7 @@ use crate::kkt::Verdict;
 use crate::model::data::{Fixture, FixtureSpec, LabelRule, MeansKind, FIXTURE_FORMAT};
 use crate::model::net::{median_sorted, Evaluation, Network};
 use crate::paper::attack::{attack, AttackReport};
+use crate::paper::audit::LogBase;
 use crate::paper::audit::{audit, Audit, AuditOptions};
 use crate::paper::robust::robust_network;
 use rayon::prelude::*;
@@ -85,6 +89,9 @@ pub struct SweepConfig {
     pub init_scale: f64,
     /// Points of the flip-rate curve.
     pub grid: usize,
+    /// The base of `log` in the audit (the paper's `log` is base 2).
+    #[serde(default)]
+    pub log_base: LogBase,
 }
 
 impl SweepConfig {
@@ -107,6 +114,7 @@ impl SweepConfig {
             train_steps: 2000,
             init_scale: 0.5,
             grid: 41,
+            log_base: LogBase::Two,
         }
     }
 
@@ -147,6 +155,13 @@ pub struct KindResult {
     pub distance_exact: usize,
     /// How many are `bounded`.
     pub distance_bounded: usize,
+    /// Both theorems' quantities on the distance points, point by point.
+    #[serde(default)]
+    pub points: Vec<PointRecord>,
+    /// Distance points left out of `distance_median`: not `exact`, or
+    /// misclassified (at distance 0, which says nothing of robustness).
+    #[serde(default)]
+    pub distance_excluded: usize,
 }
 
 /// One row of the headline table.
@@ -203,6 +218,27 @@ pub struct Row {
     pub assumption_holds: bool,
     /// Worst slack of Assumption 2.2(3) (ratio lhs/rhs).
     pub assumption_ratio: f64,
+    /// The largest C_A for which Assumption 2.2(3) holds.
+    #[serde(default)]
+    pub max_c_a: f64,
+    /// GD steps the GD net was trained for.
+    #[serde(default)]
+    pub gd_steps: usize,
+    /// Its final mean training loss.
+    #[serde(default)]
+    pub gd_final_loss: f64,
+    /// cos(θ_GD, θ_KKT) between the GD net and its polished KKT point.
+    #[serde(default)]
+    pub gd_kkt_cosine: Option<f64>,
+    /// Robust over KKT exact distance on the same test points: median and
+    /// 95% bootstrap interval (null: the KKT net is not certified, or no
+    /// point has both distances exact).
+    #[serde(default)]
+    pub double_edge_ratio: Option<Interval>,
+    /// Non-exact distances that entered a median (medians use exact
+    /// distances of correctly classified points only, so 0).
+    #[serde(default)]
+    pub bounded_in_medians: usize,
     /// Whether P1–P6 hold (none when not audited).
     pub data_nice: Option<bool>,
     /// Whether the double edge is observed in this row, in words.
@@ -232,6 +268,9 @@ pub struct Report {
     /// Which shard of which job this report is (absent for a whole run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<ShardInfo>,
+    /// The base of `log` in the audit behind every row's regime.
+    #[serde(default)]
+    pub log_base: LogBase,
     /// The sweep's configuration.
     pub config: SweepConfig,
     /// One row per (cell, width, seed).
@@ -244,13 +283,12 @@ pub struct Report {
 
 /// The audit of a fixture with the documented constants (its training set
 /// for P1–P6).
-pub(crate) fn audit_fixture(fx: &Fixture) -> Result<Audit> {
-    audit(
-        &fx.means,
-        fx.spec.sigma,
-        Some(&fx.train),
-        &AuditOptions::default(),
-    )
+pub(crate) fn audit_fixture(fx: &Fixture, log_base: LogBase) -> Result<Audit> {
+    let opts = AuditOptions {
+        log_base,
+        ..AuditOptions::default()
+    };
+    audit(&fx.means, fx.spec.sigma, Some(&fx.train), &opts)
 }
 
 /// The fixture of one size of the sweep.
@@ -268,15 +306,8 @@ pub(crate) fn spec(size: Size, cfg: &SweepConfig, seed: u64) -> FixtureSpec {
     }
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    v.sort_by(f64::total_cmp);
-    (!v.is_empty())
-        .then(|| median_sorted(&v))
-        .filter(|m| m.is_finite())
-}
-
 /// Universal attack and exact distances on the test set for one network.
-fn measure(net: &Network, fx: &Fixture, cfg: &SweepConfig) -> Result<KindResult> {
+fn measure(kind: &str, net: &Network, fx: &Fixture, cfg: &SweepConfig) -> Result<KindResult> {
     let scale = ((fx.spec.d as f64) / fx.spec.k as f64).sqrt();
     let rep: AttackReport = attack(
         net,
@@ -305,12 +336,21 @@ fn measure(net: &Network, fx: &Fixture, cfg: &SweepConfig) -> Result<KindResult>
         .par_iter()
         .map(|&i| solver.distance(&fx.test.point(i), i, fx.test.y()[i], &opts))
         .collect::<Result<_>>()?;
+    let records = points
+        .iter()
+        .map(|p| {
+            let universal = rep.points.get(p.index).and_then(|a| a.critical_radius);
+            check_point(kind, p, universal, p.label * p.output > 0.0)
+        })
+        .collect::<Result<Vec<_>>>()?;
     let distances: Vec<f64> = points.iter().filter_map(|p| p.upper).collect();
     Ok(KindResult {
         test_error: 1.0 - Evaluation::of(net, &fx.test)?.accuracy,
         universal_median: rep.median,
         flip_curve,
-        distance_median: median(distances.clone()),
+        distance_median: exact_median(&records),
+        distance_excluded: records.iter().filter(|r| r.exact().is_none()).count(),
+        points: records,
         distances,
         distance_exact: points.iter().filter(|p| p.status == Status::Exact).count(),
         distance_bounded: points
@@ -331,24 +371,19 @@ pub fn regime_of(assumption_holds: bool, a3_ratio: f64, data_nice: Option<bool>)
     }
 }
 
-/// Which edge of the sword a row shows, from the measured medians.
+/// The double edge a row shows, in words: the robust net's exact
+/// distance over the KKT net's on the same points, against √k/2.
 fn edge(row: &Row) -> String {
-    let trained = row.kkt_universal_median.or(row.universal_median);
-    match (trained, row.robust_universal_median) {
-        (Some(t), Some(r)) if t <= 2.0 * row.sqrt_d_over_k && r >= row.sqrt_d / 2.0 => format!(
-            "both: trained flipped at {:.2}·√(d/k), robust needs {:.2}·√d",
-            t / row.sqrt_d_over_k,
-            r / row.sqrt_d
+    match row.double_edge_ratio {
+        Some(i) => format!(
+            "robust/KKT distance {:.3} [{:.3}, {:.3}] (√k/2 = {:.3})",
+            i.median,
+            i.lo,
+            i.hi,
+            (row.k as f64).sqrt() / 2.0
         ),
-        (Some(t), _) if t <= 2.0 * row.sqrt_d_over_k => format!(
-            "non-robust: trained flipped at {:.2}·√(d/k)",
-            t / row.sqrt_d_over_k
-        ),
-        (Some(t), _) => format!(
-            "trained resisted: median {:.2}·√(d/k)",
-            t / row.sqrt_d_over_k
-        ),
-        (None, _) => "trained never flipped along z".into(),
+        None if !row.kkt_certified => "no certified KKT net".into(),
+        None => "no point with both distances exact".into(),
     }
 }
 
@@ -380,6 +415,12 @@ fn cell(index: usize, fx: &Fixture, width: usize, cfg: &SweepConfig, aud: &Audit
         sqrt_d: (d as f64).sqrt(),
         assumption_holds: aud.assumption_holds,
         assumption_ratio: aud.a3_ratio(),
+        max_c_a: aud.max_c_a(),
+        gd_steps: 0,
+        gd_final_loss: f64::NAN,
+        gd_kkt_cosine: None,
+        double_edge_ratio: None,
+        bounded_in_medians: 0,
         data_nice: aud.data_nice,
         edge: String::new(),
         polish_seconds: None,
@@ -404,8 +445,11 @@ fn fill(row: &mut Row, fx: &Fixture, cfg: &SweepConfig) -> Result<()> {
         init_scale: cfg.init_scale,
         ..Default::default()
     };
-    let gd = train(&fx.train, &tcfg, |_, _, _| Ok(()))?.net;
-    let g = measure(&gd, fx, cfg)?;
+    let trained = train(&fx.train, &tcfg, |_, _, _| Ok(()))?;
+    row.gd_steps = trained.steps;
+    row.gd_final_loss = trained.log.last().map_or(f64::NAN, |l| l.loss);
+    let gd = trained.net;
+    let g = measure("GD", &gd, fx, cfg)?;
     row.test_error = Some(g.test_error);
     row.universal_median = g.universal_median;
     row.distance_median = g.distance_median;
@@ -424,7 +468,8 @@ fn fill(row: &mut Row, fx: &Fixture, cfg: &SweepConfig) -> Result<()> {
             row.kkt_verdict = Some(format!("{:?}", rep.certificate.verdict));
             row.kkt_certified = rep.certificate.verdict == Verdict::Kkt;
             row.polish_seconds = Some(rep.seconds);
-            let p = measure(&pol, fx, cfg)?;
+            row.gd_kkt_cosine = Some(rep.movement.cosine);
+            let p = measure("polished", &pol, fx, cfg)?;
             row.kkt_universal_median = p.universal_median;
             row.kkt_distance_median = p.distance_median;
             row.kinds.push(("polished".into(), p));
@@ -432,9 +477,14 @@ fn fill(row: &mut Row, fx: &Fixture, cfg: &SweepConfig) -> Result<()> {
         Err(e) => errors.push(format!("polish: {e}")),
     }
     let rob = robust_network(&fx.means, None)?;
-    let r = measure(&rob, fx, cfg)?;
+    let r = measure("robust", &rob, fx, cfg)?;
     row.robust_universal_median = r.universal_median;
     row.robust_distance_median = r.distance_median;
+    if row.kkt_certified {
+        if let Some((_, p)) = row.kinds.iter().find(|(n, _)| n == "polished") {
+            row.double_edge_ratio = double_edge(&p.points, &r.points);
+        }
+    }
     row.kinds.push(("robust".into(), r));
     if !errors.is_empty() {
         row.error = Some(errors.join("; "));
@@ -467,7 +517,7 @@ pub fn run(
                 continue;
             }
             let fx = Fixture::generate(spec(size, cfg, seed))?;
-            let aud = audit_fixture(&fx)?;
+            let aud = audit_fixture(&fx, cfg.log_base)?;
             for (w, &f) in cfg.width_factors.iter().enumerate() {
                 if !owns(first + w) {
                     continue;
@@ -490,6 +540,7 @@ fn assemble(config: SweepConfig, mut rows: Vec<Row>, seconds: f64) -> Report {
         .collect();
     Report {
         shard: None,
+        log_base: config.log_base,
         config,
         rows,
         slopes,
@@ -553,28 +604,93 @@ fn least_squares(pts: &[(f64, f64)]) -> Option<(f64, f64)> {
     Some((slope, (resid / (n - 2.0) / sxx).sqrt()))
 }
 
-/// The constants of one regime: C (certified KKT univ / √(d/k)) and c
-/// (robust univ / √d) over its rows.
+/// The double edge at one k of one regime.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EdgeAtK {
+    /// Number of clusters.
+    pub k: usize,
+    /// Independent datasets (fixtures) with a measured ratio.
+    pub datasets: usize,
+    /// Robust over KKT exact distance: median over datasets (each the mean
+    /// of its rows' medians, since the widths of one dataset are not
+    /// independent) with a 95% bootstrap interval over datasets.
+    pub ratio: Option<Interval>,
+    /// What the constructions predict, √k/2: the robust net's exact
+    /// distance is √d/2, a KKT net's ≈ √(d/k).
+    pub predicted: f64,
+}
+
+/// The constants of one regime over its rows: C (certified KKT univ /
+/// √(d/k), Theorem 4.2), c (robust exact distance / √d, Theorem 4.1), and
+/// the double edge, robust over KKT exact distance on the same points.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RegimeVerdict {
     /// The regime the verdict is about.
     pub regime: String,
     /// Rows in it.
     pub rows: usize,
-    /// Rows whose KKT net is certified (the only ones in `big_c`).
+    /// Rows whose KKT net is certified (the only ones in `big_c` and the ratios).
     pub certified: usize,
     /// (min, median, max) of KKT univ / √(d/k); the max is the smallest C
     /// with "every certified KKT net is flipped at ≤ C·√(d/k)".
     pub big_c: Option<(f64, f64, f64)>,
-    /// (min, median, max) of robust univ / √d; the min is the largest c
-    /// with "the robust net needs ≥ c·√d".
+    /// (min, median, max) of the robust net's median exact distance / √d;
+    /// the min is the largest c with "the robust net's distance is ≥ c·√d".
     pub small_c: Option<(f64, f64, f64)>,
+    /// The double edge per k.
+    pub edge: Vec<EdgeAtK>,
+    /// The exponent a of ratio ∝ k^a (the constructions predict ½), fitted
+    /// over datasets, with its 95% bootstrap interval.
+    pub exponent: Option<Interval>,
 }
 
 fn spread(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
     v.retain(|x| x.is_finite());
     v.sort_by(f64::total_cmp);
     (!v.is_empty()).then(|| (v[0], median_sorted(&v), v[v.len() - 1]))
+}
+
+/// A dataset of the sweep: (k, d, σ's bits, seed).
+type DatasetKey = (usize, usize, u64, u64);
+
+/// One ratio per dataset (k, d, σ, seed): the mean of its rows' medians.
+fn ratios_by_dataset(rows: &[&Row]) -> Vec<(usize, f64)> {
+    let mut groups: Vec<(DatasetKey, Vec<f64>)> = Vec::new();
+    for r in rows {
+        let Some(i) = r.double_edge_ratio else {
+            continue;
+        };
+        let key = (r.k, r.d, r.sigma.to_bits(), r.seed);
+        match groups.iter_mut().find(|(g, _)| *g == key) {
+            Some((_, v)) => v.push(i.median),
+            None => groups.push((key, vec![i.median])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((k, ..), v)| (k, v.iter().sum::<f64>() / v.len() as f64))
+        .collect()
+}
+
+fn edge_by_k(replicates: &[(usize, f64)]) -> Vec<EdgeAtK> {
+    let mut ks: Vec<usize> = replicates.iter().map(|r| r.0).collect();
+    ks.sort_unstable();
+    ks.dedup();
+    ks.into_iter()
+        .map(|k| {
+            let v: Vec<f64> = replicates
+                .iter()
+                .filter(|r| r.0 == k)
+                .map(|r| r.1)
+                .collect();
+            EdgeAtK {
+                k,
+                datasets: v.len(),
+                ratio: bootstrap_median(&v),
+                predicted: (k as f64).sqrt() / 2.0,
+            }
+        })
+        .collect()
 }
 
 /// The verdict per regime, in the order hypotheses, boundary, outside.
@@ -586,7 +702,8 @@ pub fn verdicts(rep: &Report) -> Vec<RegimeVerdict> {
             if rows.is_empty() {
                 return None;
             }
-            let certified: Vec<&&Row> = rows.iter().filter(|r| r.kkt_certified).collect();
+            let certified: Vec<&Row> = rows.iter().copied().filter(|r| r.kkt_certified).collect();
+            let replicates = ratios_by_dataset(&certified);
             Some(RegimeVerdict {
                 regime: regime.into(),
                 rows: rows.len(),
@@ -599,9 +716,11 @@ pub fn verdicts(rep: &Report) -> Vec<RegimeVerdict> {
                 ),
                 small_c: spread(
                     rows.iter()
-                        .filter_map(|r| Some(r.robust_universal_median? / r.sqrt_d))
+                        .filter_map(|r| Some(r.robust_distance_median? / r.sqrt_d))
                         .collect(),
                 ),
+                edge: edge_by_k(&replicates),
+                exponent: exponent_in_k(&replicates),
             })
         })
         .collect()
