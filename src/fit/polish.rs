@@ -30,9 +30,7 @@ use serde::Serialize;
 use std::cell::Cell;
 use std::time::Instant;
 
-/// The default work budget of a polish, in L-BFGS iterations over all
-/// stages: the same stopping point on every machine. It is the sweep's
-/// budget, which every cell of `reproduce` certifies well within.
+/// Default work budget (L-BFGS iterations over all stages; the sweep's).
 pub const ITERATION_BUDGET: usize = 100_000;
 
 /// Which KKT point the polish heads for.
@@ -223,15 +221,13 @@ struct Lagrangian<'a> {
 }
 
 impl Lagrangian<'_> {
-    /// The iterate as a network, for the objective: an optimiser's trial
-    /// point may hold a non-finite value, which then shows as a non-finite
-    /// objective that the line search rejects.
+    /// The iterate for the objective: a non-finite trial point shows as a
+    /// non-finite objective, which the line search rejects.
     fn net(&self, theta: &DVector<f64>) -> Network {
         Network::from_flat_unchecked(self.m, self.data.d(), theta.as_slice())
     }
 
-    /// The iterate as a network that is judged or returned: finite, or an
-    /// error.
+    /// The iterate to judge or return: finite, or an error.
     fn checked_net(&self, theta: &DVector<f64>) -> Result<Network> {
         Network::from_flat(self.m, self.data.d(), theta.as_slice())
     }

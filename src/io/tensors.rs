@@ -44,13 +44,16 @@ impl TensorFile {
         })
     }
 
-    fn parsed(&self) -> SafeTensors<'_> {
-        SafeTensors::deserialize(&self.bytes).expect("validated in open")
+    /// The parsed file (`open` validated it, so this does not fail on
+    /// bytes it accepted).
+    fn parsed(&self) -> Result<SafeTensors<'_>> {
+        SafeTensors::deserialize(&self.bytes)
+            .map_err(|e| Error::file(&self.path, format!("not a valid safetensors file: {e:?}")))
     }
 
     /// Whether a tensor of that name exists.
     pub fn has(&self, name: &str) -> bool {
-        self.parsed().tensor(name).is_ok()
+        self.parsed().is_ok_and(|st| st.tensor(name).is_ok())
     }
 
     /// The string metadata of the header (empty when absent).
@@ -62,7 +65,7 @@ impl TensorFile {
     }
 
     fn view(&self, name: &str, dims: &[Dim]) -> Result<(Dtype, Vec<usize>, Vec<u8>)> {
-        let st = self.parsed();
+        let st = self.parsed()?;
         let t = st.tensor(name).map_err(|_| {
             Error::field(
                 &self.path,
@@ -108,7 +111,9 @@ impl TensorFile {
 
     /// Every tensor's name, shape and dtype, in name order.
     pub fn inventory(&self) -> Vec<(String, Vec<usize>, Dtype)> {
-        let st = self.parsed();
+        let Ok(st) = self.parsed() else {
+            return Vec::new();
+        };
         let mut v: Vec<_> = st
             .tensors()
             .into_iter()
