@@ -10,7 +10,7 @@
 use crate::distance::{DistanceOptions, DistanceSolver, PointDistance};
 use crate::error::Error;
 use crate::fit::polish::{polish, PolishMode, PolishOptions};
-use crate::io::checkpoint::{Checkpoint, LoadOptions};
+use crate::io::checkpoint::{load_deep, Checkpoint, LoadOptions};
 use crate::io::layout::TensorNames;
 use crate::kkt::{certificates_json, certify, parse_norms, CertifyOptions};
 use crate::model::data::{Dataset, Means};
@@ -102,6 +102,29 @@ fn load_net<'py>(
     let ck = Checkpoint::load_with(Path::new(path), &opts).map_err(value_error)?;
     Ok((arrays(py, &ck.net)?, ck.output_bias))
 }
+
+/// A deep net's layers `[(W, b or None), …]`, input first, from any file
+/// `load_deep` reads.
+#[pyfunction]
+fn load_layers<'py>(py: Python<'py>, path: &str) -> PyResult<Vec<LayerArrays<'py>>> {
+    let net = load_deep(Path::new(path)).map_err(value_error)?;
+    net.layers()
+        .iter()
+        .map(|layer| {
+            let rows: Vec<Vec<f64>> = layer
+                .weight()
+                .row_iter()
+                .map(|r| r.iter().copied().collect())
+                .collect();
+            let w =
+                PyArray2::from_vec2(py, &rows).map_err(|e| PyValueError::new_err(e.to_string()))?;
+            let b = layer.bias().map(|b| PyArray1::from_slice(py, b.as_slice()));
+            Ok((w, b))
+        })
+        .collect()
+}
+
+type LayerArrays<'py> = (Bound<'py, PyArray2<f64>>, Option<Bound<'py, PyArray1<f64>>>);
 
 /// The certificate JSON (`certify --json`).
 #[pyfunction]
@@ -268,6 +291,7 @@ fn merge(py: Python<'_>, shards: Vec<String>, out: &str) -> PyResult<(String, us
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load_net, m)?)?;
+    m.add_function(wrap_pyfunction!(load_layers, m)?)?;
     m.add_function(wrap_pyfunction!(certify_json, m)?)?;
     m.add_function(wrap_pyfunction!(distance_json, m)?)?;
     m.add_function(wrap_pyfunction!(polish_json, m)?)?;

@@ -1,5 +1,6 @@
 """kktcert from Python: KKT certificates, exact flip distances, polish and
-the universal attack for two-layer ReLU networks N(x) = Σ_j v_j ReLU(w_j·x + b_j).
+the universal attack for two-layer ReLU networks N(x) = Σ_j v_j ReLU(w_j·x + b_j),
+and loading and evaluating fully connected ReLU nets of any depth (:class:`Net`).
 
 Arrays may be float16/32/64 in any memory order; they are widened exactly to
 C-contiguous float64 before the Rust core sees them. Every dict has the keys
@@ -20,7 +21,7 @@ import numpy as np
 
 from . import _native
 
-__all__ = ["load_net", "certify", "distance", "polish", "attack", "merge"]
+__all__ = ["Net", "load", "load_net", "certify", "distance", "polish", "attack", "merge"]
 
 
 def _f64(a, name, ndim):
@@ -36,6 +37,99 @@ def _net(W, b, v):
     if v.ndim == 2 and v.shape[0] == 1:  # PyTorch's second-layer weight [1, m]
         v = v[0]
     return W, _f64(b, "b", 1), _f64(v, "v", 1)
+
+
+class Net:
+    """A fully connected ReLU net of any depth, scalar or C-class output:
+    f(x) = W_{L+1} ReLU(… ReLU(W_1 x + b_1) …) + b_{L+1}.
+
+    ``layers`` is the list of ``(W, b)`` float64 pairs, input first, ``W``
+    of shape ``[out, in]`` and ``b`` of shape ``[out]`` or ``None``. The
+    two-layer net of the other functions is ``Net.from_layers([(W, b), (v[None], None)])``.
+    """
+
+    def __init__(self, layers):
+        if len(layers) < 2:
+            raise ValueError(f"invalid parameter `layers`: {len(layers)} layer(s), expected at least two")
+        self.layers = []
+        for i, (W, b) in enumerate(layers):
+            W = _f64(W, f"layers[{i}].W", 2)
+            if b is not None:
+                b = _f64(b, f"layers[{i}].b", 1)
+                if b.shape[0] != W.shape[0]:
+                    raise ValueError(f"invalid parameter `layers[{i}].b`: length {b.shape[0]}, expected {W.shape[0]}")
+            if self.layers and self.layers[-1][0].shape[0] != W.shape[1]:
+                raise ValueError(
+                    f"invalid parameter `layers[{i}].W`: takes {W.shape[1]} inputs but layer {i - 1} "
+                    f"has {self.layers[-1][0].shape[0]} outputs")
+            self.layers.append((W, b))
+
+    @classmethod
+    def from_layers(cls, layers):
+        """A net from ``[(W1, b1), (W2, b2), …]`` (NumPy arrays; ``b`` may be None)."""
+        return cls(layers)
+
+    @classmethod
+    def from_torch(cls, model):
+        """A net from a ``torch.nn.Sequential`` of ``Linear``, ``ReLU`` and
+        ``Flatten`` (a ``Linear`` followed by ``ReLU`` is a hidden layer, the
+        last ``Linear`` the output); anything else is refused by name."""
+        import torch.nn as nn
+
+        layers, expect_relu = [], False
+        for i, module in enumerate(model):
+            if isinstance(module, nn.Linear) and not expect_relu:
+                bias = None if module.bias is None else module.bias.detach().cpu().double().numpy()
+                layers.append((module.weight.detach().cpu().double().numpy(), bias))
+                expect_relu = True
+            elif isinstance(module, nn.ReLU) and expect_relu:
+                expect_relu = False
+            elif isinstance(module, (nn.Flatten, nn.Identity)):
+                continue
+            else:
+                raise ValueError(f"invalid parameter `model`: module {i} ({type(module).__name__}) where a "
+                                 f"{'ReLU' if expect_relu else 'Linear'} was expected; supported: an nn.Sequential "
+                                 "of Linear, ReLU (after every Linear but the last) and Flatten")
+        if not expect_relu:
+            raise ValueError("invalid parameter `model`: the last module must be a Linear layer (the output)")
+        return cls(layers)
+
+    @property
+    def hidden_layers(self):
+        """L, the number of ReLU layers."""
+        return len(self.layers) - 1
+
+    @property
+    def homogeneous(self):
+        """Whether f(x; αθ) = α^(L+1) f(x; θ): no nonzero bias after the first layer."""
+        return all(b is None or not np.any(b) for _, b in self.layers[1:])
+
+    def forward(self, X):
+        """f on X [n, d]: shape [n] for one output, [n, C] for C classes."""
+        h = _f64(X, "X", 2)
+        for i, (W, b) in enumerate(self.layers):
+            h = h @ W.T + (0.0 if b is None else b)
+            if i + 1 < len(self.layers):
+                h = np.maximum(h, 0.0)
+        return h[:, 0] if h.shape[1] == 1 else h
+
+    def save(self, path):
+        """Writes a PyTorch-layout state dict (``0.weight``, ``0.bias``,
+        ``2.weight``, …, F64) that ``load`` and every CLI command read."""
+        from safetensors.numpy import save_file
+
+        tensors = {}
+        for i, (W, b) in enumerate(self.layers):
+            tensors[f"{2 * i}.weight"] = np.ascontiguousarray(W)
+            if b is not None:
+                tensors[f"{2 * i}.bias"] = np.ascontiguousarray(b)
+        save_file(tensors, str(path))
+
+
+def load(path):
+    """The :class:`Net` in a file: a PyTorch state dict of any depth (F16/BF16/F32/F64),
+    kktcert's two-layer safetensors, or an ONNX export (either torch exporter)."""
+    return Net(_native.load_layers(str(path)))
 
 
 def load_net(path, tensors=None, with_bias=False):

@@ -132,6 +132,11 @@ impl NetFormat {
         Ok(LoadOptions { tensors })
     }
 
+    /// Whether the tensors were named explicitly.
+    pub fn is_explicit(&self) -> bool {
+        self.tensors.is_some()
+    }
+
     /// Loads a checkpoint (safetensors in any recognised layout, or ONNX).
     pub fn load(&self, path: &Path) -> Result<Checkpoint> {
         Checkpoint::load_with(path, &self.options()?)

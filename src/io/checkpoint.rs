@@ -16,8 +16,9 @@
 //! [`Checkpoint::homogeneous`] enforces.
 
 use crate::error::{Error, Result};
-use crate::io::layout::{recognise, TensorNames};
+use crate::io::layout::{recognise, recognise_layers, LayerNames, TensorNames};
 use crate::io::tensors::{write_tensors, Dim, OwnedTensor, TensorFile};
+use crate::model::deep::{DeepNet, Layer};
 use crate::model::net::Network;
 use nalgebra::{DMatrix, DVector};
 use std::collections::BTreeMap;
@@ -163,6 +164,68 @@ fn read_net(f: &TensorFile, names: &TensorNames) -> Result<(Network, f64)> {
     )
     .map_err(|e| Error::file(f.path(), e.to_string()))?;
     Ok((net, c))
+}
+
+/// Loads a fully connected ReLU net of any depth: a PyTorch state dict of an
+/// `nn.Sequential` of `Linear`/`ReLU`/`Flatten` (recognised by
+/// [`crate::io::layout::recognise_layers`]), kktcert's two-layer layout, or
+/// an ONNX graph ([`crate::io::onnx::load_layers`]); F16, BF16, F32 or F64.
+pub fn load_deep(path: &Path) -> Result<DeepNet> {
+    let is_onnx = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    if is_onnx {
+        return crate::io::onnx::load_layers(path);
+    }
+    let f = TensorFile::open(path)?;
+    let layers = recognise_layers(&f)?
+        .iter()
+        .map(|names| read_layer(&f, names))
+        .collect::<Result<Vec<_>>>()?;
+    DeepNet::new(layers).map_err(|e| Error::file(path, e.to_string()))
+}
+
+/// Whether `path` holds more than the two-layer net's tensors — an ONNX
+/// graph, or a safetensors file with three or more `.weight` tensors — so
+/// that a failure to read it is best explained by the deep loader.
+pub fn looks_deep(path: &Path) -> bool {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+    {
+        return true;
+    }
+    TensorFile::open(path).is_ok_and(|f| {
+        f.inventory()
+            .iter()
+            .filter(|(name, _, _)| name == "weight" || name.ends_with(".weight"))
+            .count()
+            > 2
+    })
+}
+
+/// One linear layer: the weight \[out, in\] (or \[in\], one output) and its bias.
+fn read_layer(f: &TensorFile, names: &LayerNames) -> Result<Layer> {
+    let (w, shape) = f
+        .floats(&names.weight, &[Dim::Any, Dim::Any])
+        .or_else(|_| {
+            let (w, shape) = f.floats(&names.weight, &[Dim::Any])?;
+            Ok::<_, Error>((w, vec![1, shape[0]]))
+        })?;
+    let bias = match &names.bias {
+        Some(n) => {
+            let vector = f.floats(n, &[Dim::Is(shape[0])]);
+            // A scalar output's bias may be stored as a 0-D tensor.
+            let scalar = || f.floats(n, &[]).ok().filter(|_| shape[0] == 1);
+            match (vector, scalar) {
+                (Ok((b, _)), _) => Some(DVector::from_vec(b)),
+                (Err(e), scalar) => Some(DVector::from_vec(scalar().ok_or(e)?.0)),
+            }
+        }
+        None => None,
+    };
+    Layer::new(DMatrix::from_row_slice(shape[0], shape[1], &w), bias)
+        .map_err(|e| Error::field(f.path(), &names.weight, e.to_string()))
 }
 
 /// Loads the network a file computes, N(x) + c (see [`Checkpoint::function`]).

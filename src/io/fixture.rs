@@ -1,4 +1,5 @@
-//! Fixture and dataset files: `X` \[n,d\] F64, `y` \[n\] F64 (±1) and the
+//! Fixture and dataset files: `X` \[n,d\] F64, `y` \[n\] F64 (±1; integers are
+//! read too) and the
 //! optional `cluster` \[n\] I64 of a dataset; `mu` \[k,d\] and `labels` \[k\] of
 //! the means; and a fixture directory, whose `fixture.json` regenerates the
 //! other three files bit for bit.
@@ -6,6 +7,7 @@
 use crate::error::{Error, Result};
 use crate::io::tensors::{read_json, write_json, write_tensors, Dim, OwnedTensor, TensorFile};
 use crate::model::data::{check_labels, row_major, Dataset, Fixture, FixtureSpec, Means};
+use crate::model::deep::{Labels, Output};
 use nalgebra::DMatrix;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -67,7 +69,7 @@ impl Dataset {
         let f = TensorFile::open(path)?;
         let (x, shape) = f.floats("X", &[Dim::Any, Dim::Any])?;
         let n = shape[0];
-        let (y, _) = f.floats("y", &[Dim::Is(n)])?;
+        let y = label_values(&f, n)?;
         check_labels(&y).map_err(|msg| Error::field(path, "y", msg))?;
         let cluster = if f.has("cluster") {
             let c = f.ints("cluster", &[Dim::Is(n)])?;
@@ -85,6 +87,29 @@ impl Dataset {
         Self::new(DMatrix::from_row_slice(n, shape[1], &x), y, cluster)
             .map_err(|e| Error::file(path, e.to_string()))
     }
+}
+
+/// The `n` labels `y`, stored as floats or as integers.
+fn label_values(f: &TensorFile, n: usize) -> Result<Vec<f64>> {
+    match f.floats("y", &[Dim::Is(n)]) {
+        Ok((y, _)) => Ok(y),
+        Err(float_err) => match f.ints("y", &[Dim::Is(n)]) {
+            Ok(y) => Ok(y.into_iter().map(|v| v as f64).collect()),
+            Err(_) => Err(float_err),
+        },
+    }
+}
+
+/// Labelled points for a net with `output`: `X` \[n, d\] (float) and `y`
+/// \[n\], float or integer — ±1 for a scalar output, classes 0…C−1 for C
+/// outputs (as `torch.save`-then-safetensors or NumPy write them).
+pub fn load_points(path: &Path, output: Output) -> Result<(DMatrix<f64>, Labels)> {
+    let f = TensorFile::open(path)?;
+    let (x, shape) = f.floats("X", &[Dim::Any, Dim::Any])?;
+    let n = shape[0];
+    let y = label_values(&f, n)?;
+    let labels = Labels::for_output(&y, output).map_err(|msg| Error::field(path, "y", msg))?;
+    Ok((DMatrix::from_row_slice(n, shape[1], &x), labels))
 }
 
 impl Fixture {

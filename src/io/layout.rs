@@ -157,6 +157,95 @@ fn linear_layers(f: &TensorFile) -> Option<BTreeMap<String, Linear>> {
     Some(layers)
 }
 
+/// The tensors of one linear layer of a deep net.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerNames {
+    /// The weight \[out, in\] (the last layer's may be \[in\]: one output).
+    pub weight: String,
+    /// The bias \[out\], when the layer has one.
+    pub bias: Option<String>,
+}
+
+/// Finds the linear layers of a fully connected net of any depth in `f`:
+/// kktcert's two-layer names, or every `<prefix>.weight` (with an optional
+/// `<prefix>.bias`) in the prefixes' natural order (`2` before `10`), which
+/// must chain — each layer's input width the previous layer's output width.
+pub fn recognise_layers(f: &TensorFile) -> Result<Vec<LayerNames>> {
+    if f.has("W") {
+        let names = recognise(f)?;
+        return Ok(vec![
+            LayerNames {
+                weight: names.w,
+                bias: names.b,
+            },
+            LayerNames {
+                weight: names.v,
+                bias: names.c,
+            },
+        ]);
+    }
+    let refuse = |why: String| {
+        Error::file(
+            f.path(),
+            format!(
+                "no fully connected ReLU network recognised: {why}; expected the linear layers of an nn.Sequential of Linear/ReLU/Flatten, as <prefix>.weight [out, in] with optional <prefix>.bias [out], chaining in the prefixes' order; found: {}",
+                f.describe_inventory()
+            ),
+        )
+    };
+    let layers = linear_layers(f)
+        .ok_or_else(|| refuse("some tensor is neither a `.weight` nor a `.bias`".into()))?;
+    let mut order: Vec<(&String, &Linear)> = layers.iter().collect();
+    order.sort_by_key(|(p, _)| natural_key(p));
+    let mut width: Option<usize> = None;
+    let mut out = Vec::new();
+    for (i, (prefix, layer)) in order.iter().enumerate() {
+        let Some(shape) = &layer.weight else {
+            return Err(refuse(format!("`{prefix}` has a bias but no weight")));
+        };
+        let last = i + 1 == order.len();
+        let (rows, cols) = match shape.as_slice() {
+            [r, c] => (*r, *c),
+            [c] if last => (1, *c),
+            _ => return Err(refuse(format!("`{prefix}.weight` has shape {shape:?}"))),
+        };
+        if width.is_some_and(|w| w != cols) {
+            return Err(refuse(format!(
+                "`{prefix}.weight` takes {cols} inputs but the layer before it has {} outputs",
+                width.unwrap_or(0)
+            )));
+        }
+        if layer
+            .bias
+            .as_ref()
+            .is_some_and(|b| b != &[rows] && !(rows == 1 && b.is_empty()))
+        {
+            return Err(refuse(format!(
+                "`{prefix}.bias` does not match {rows} outputs"
+            )));
+        }
+        width = Some(rows);
+        let join = |leaf: &str| {
+            if prefix.is_empty() {
+                leaf.to_string()
+            } else {
+                format!("{prefix}.{leaf}")
+            }
+        };
+        out.push(LayerNames {
+            weight: join("weight"),
+            bias: layer.bias.as_ref().map(|_| join("bias")),
+        });
+    }
+    if out.len() < 2 {
+        return Err(refuse(format!(
+            "{} linear layer(s), expected at least two",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
 /// Finds the tensors of W, b, v (and c) in `f`, or explains what it found.
 pub fn recognise(f: &TensorFile) -> Result<TensorNames> {
     if f.has("W") {

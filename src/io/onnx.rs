@@ -1,22 +1,26 @@
-//! ONNX import of a two-layer ReLU MLP.
+//! ONNX import of a fully connected ReLU MLP of any depth (the two-layer
+//! net of SPEC §2 is the case of one hidden layer and one output).
 //!
 //! The protobuf is decoded by `prost` from message definitions that mirror
 //! the subset of `onnx.proto` (field numbers as in the ONNX IR spec) that a
-//! two-layer MLP needs; unknown fields are skipped by the decoder, so graphs
+//! fully connected MLP needs; unknown fields are skipped by the decoder, so graphs
 //! from any exporter decode. This avoids a build-time `protoc` and a full
 //! inference engine for what is a read of five message types.
 //!
 //! The graph is then run *symbolically*: every value is either a constant
-//! (initializer or `Constant` node) or an affine function of the input at
-//! one of three stages — x itself, the pre-activations W x + b, the hidden
-//! layer ReLU(W x + b), or the output v·h + c. Gemm (any alpha, beta,
-//! transB), MatMul, Add, Relu, and Flatten/Reshape/Identity of the input move
-//! between stages; any other operator, or a graph whose output is not one
-//! scalar affine function of the hidden layer, is refused with the list of
-//! operators found. The result is the same network the exporter was given,
-//! widened exactly from its stored precision.
+//! (initializer or `Constant` node) or a function of the input held as the
+//! ReLU layers applied so far plus, when a linear map has no ReLU yet, that
+//! open affine map W h + b. Gemm (any alpha, beta, transB) and MatMul open a
+//! map, Add adds its bias, Relu closes it into a layer, and shape-only
+//! operators (Flatten, Reshape, Identity, Squeeze, Unsqueeze) of the input or
+//! the output pass through; any other operator, two linear maps without a
+//! ReLU between them, or a graph whose output is not an open map after at
+//! least one ReLU layer, is refused with the list of operators found. The
+//! result is the same network the exporter was given, widened exactly from
+//! its stored precision.
 
 use crate::error::{Error, Result};
+use crate::model::deep::{DeepNet, Layer};
 use crate::model::net::Network;
 use nalgebra::{DMatrix, DVector};
 use prost::Message;
@@ -124,25 +128,29 @@ impl Tensor {
 #[derive(Clone, Debug)]
 enum Value {
     Const(Tensor),
-    /// The network input x (dimension unknown until the first layer).
-    Input,
-    /// W x + b.
-    Pre {
-        w: DMatrix<f64>,
-        b: DVector<f64>,
+    /// A function of the input: the layers applied so far, each followed by
+    /// a ReLU, then — when a linear map has no ReLU yet — that open map.
+    Flow {
+        done: Vec<Layer>,
+        open: Option<Affine>,
     },
-    /// ReLU(W x + b).
-    Hidden {
-        w: DMatrix<f64>,
-        b: DVector<f64>,
-    },
-    /// v · ReLU(W x + b) + c.
-    Output {
-        w: DMatrix<f64>,
-        b: DVector<f64>,
-        v: DVector<f64>,
-        c: f64,
-    },
+}
+
+/// x ↦ W x + b with W \[out, in\].
+#[derive(Clone, Debug)]
+struct Affine {
+    w: DMatrix<f64>,
+    b: Option<DVector<f64>>,
+}
+
+impl Value {
+    /// The graph input x.
+    fn input() -> Self {
+        Value::Flow {
+            done: Vec::new(),
+            open: None,
+        }
+    }
 }
 
 /// ONNX TensorProto.DataType codes kktcert reads.
@@ -230,51 +238,76 @@ fn broadcast(t: &Tensor, m: usize) -> Option<DVector<f64>> {
     }
 }
 
-/// A · B for a flowing A and a constant B of shape [in, out]: the next stage.
+/// A · B for a flowing A and a constant B of shape \[in, out\]: a new open map.
 fn linear(a: &Value, b: &DMatrix<f64>, alpha: f64) -> std::result::Result<Value, String> {
-    match a {
-        Value::Input => Ok(Value::Pre {
-            w: b.transpose() * alpha,
-            b: DVector::zeros(b.ncols()),
-        }),
-        Value::Hidden { w, b: bias } if b.nrows() == w.nrows() && b.ncols() == 1 => {
-            Ok(Value::Output {
-                w: w.clone(),
-                b: bias.clone(),
-                v: b.column(0) * alpha,
-                c: 0.0,
-            })
-        }
-        Value::Hidden { w, .. } => Err(format!(
-            "second layer has weight shape [{}, {}], expected [{}, 1] (one output)",
+    let Value::Flow { done, open: None } = a else {
+        return Err(match a {
+            Value::Const(_) => "a linear map of two constants".into(),
+            _ => "two linear layers without a ReLU between them".into(),
+        });
+    };
+    if let Some(prev) = done.last().filter(|l| l.outputs() != b.nrows()) {
+        return Err(format!(
+            "a weight of shape [{}, {}] applied to a layer with {} outputs",
             b.nrows(),
             b.ncols(),
-            w.nrows()
-        )),
-        _ => Err("a linear layer applied where a two-layer ReLU MLP has none".into()),
+            prev.outputs()
+        ));
     }
+    Ok(Value::Flow {
+        done: done.clone(),
+        open: Some(Affine {
+            w: b.transpose() * alpha,
+            b: None,
+        }),
+    })
 }
 
 /// Adds a constant to a flowing value (a layer's bias).
 fn add_bias(a: Value, t: &Tensor, beta: f64) -> std::result::Result<Value, String> {
+    let Value::Flow {
+        done,
+        open: Some(Affine { w, b }),
+    } = a
+    else {
+        return Err("a bias added where no linear layer is open".into());
+    };
+    let m = w.nrows();
+    let add =
+        broadcast(t, m).ok_or(format!("a bias of {} values for {m} outputs", t.data.len()))?;
+    let b = b.unwrap_or_else(|| DVector::zeros(m)) + add * beta;
+    Ok(Value::Flow {
+        done,
+        open: Some(Affine { w, b: Some(b) }),
+    })
+}
+
+/// ReLU of a flowing value: closes the open map into a hidden layer.
+fn relu(a: &Value) -> std::result::Result<Value, String> {
     match a {
-        Value::Pre { w, b } => {
-            let add = broadcast(t, b.len()).ok_or("first-layer bias of the wrong length")?;
-            Ok(Value::Pre {
-                w,
-                b: b + add * beta,
-            })
+        Value::Flow {
+            done,
+            open: Some(Affine { w, b }),
+        } => {
+            let mut done = done.clone();
+            done.push(Layer::new(w.clone(), b.clone()).map_err(|e| e.to_string())?);
+            Ok(Value::Flow { done, open: None })
         }
-        Value::Output { w, b, v, c } => {
-            let add = broadcast(t, 1).ok_or("output bias must be a single number")?;
-            Ok(Value::Output {
-                w,
-                b,
-                v,
-                c: c + beta * add[0],
-            })
-        }
-        _ => Err("a bias added where a two-layer ReLU MLP has none".into()),
+        // ReLU(ReLU(u)) = ReLU(u).
+        Value::Flow { done, open: None } if !done.is_empty() => Ok(a.clone()),
+        _ => Err("Relu applied to the input or to a constant".into()),
+    }
+}
+
+/// Shape-only operators: on the input and on the scores any of them; on
+/// hidden activations (\[n, m\] already) Identity and Flatten.
+fn reshape(op: &str, a: &Value) -> std::result::Result<Value, String> {
+    match a {
+        Value::Const(_) => Ok(a.clone()),
+        Value::Flow { done, open: None } if done.is_empty() => Ok(a.clone()),
+        Value::Flow { open: Some(_), .. } if op != "Flatten" => Ok(a.clone()),
+        Value::Flow { .. } if op == "Identity" || op == "Flatten" => Ok(a.clone()),
+        Value::Flow { .. } => Err(format!("{op} of an intermediate layer")),
     }
 }
 
@@ -301,19 +334,10 @@ fn apply(node: &pb::NodeProto, env: &HashMap<String, Value>) -> std::result::Res
                 .ok_or("Constant without a tensor value")?;
             Ok(Value::Const(tensor(t)?))
         }
-        "Identity" | "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" => match arg(0)? {
-            Value::Input => Ok(Value::Input),
-            Value::Output { .. } if node.op_type != "Flatten" => Ok(arg(0)?.clone()),
-            Value::Const(t) => Ok(Value::Const(t.clone())),
-            _ => Err(format!("{} of an intermediate layer", node.op_type)),
-        },
-        "Relu" => match arg(0)? {
-            Value::Pre { w, b } => Ok(Value::Hidden {
-                w: w.clone(),
-                b: b.clone(),
-            }),
-            _ => Err("Relu applied to something other than the first layer".into()),
-        },
+        "Identity" | "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" => {
+            reshape(&node.op_type, arg(0)?)
+        }
+        "Relu" => relu(arg(0)?),
         "MatMul" => {
             let b = constant(1)?
                 .matrix()
@@ -350,14 +374,14 @@ fn graph_error(path: &Path, graph: &pb::GraphProto, msg: &str) -> Error {
     Error::file(
         path,
         format!(
-            "not a two-layer ReLU MLP: {msg}; operators found (in order): {}; supported: Gemm or MatMul + Add, Relu, Gemm/MatMul (+ Add), with optional Flatten/Reshape/Identity of the input and Constant",
+            "not a fully connected ReLU MLP: {msg}; operators found (in order): {}; supported: layers of Gemm, or MatMul + Add, each followed by Relu except the last, with Flatten/Reshape/Identity/Squeeze/Unsqueeze of the input or the output, and Constant",
             ops.join(", ")
         ),
     )
 }
 
-/// Reads an ONNX file into a network and its output bias c.
-pub fn load(path: &Path) -> Result<(Network, f64)> {
+/// Reads an ONNX graph of a fully connected ReLU MLP of any depth.
+pub fn load_layers(path: &Path) -> Result<DeepNet> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, "read", e))?;
     let model = pb::ModelProto::decode(bytes.as_slice())
         .map_err(|e| Error::file(path, format!("not a valid ONNX protobuf: {e}")))?;
@@ -382,7 +406,7 @@ pub fn load(path: &Path) -> Result<(Network, f64)> {
             &format!("{} graph inputs {inputs:?}, expected one", inputs.len()),
         ));
     };
-    env.insert(input.to_string(), Value::Input);
+    env.insert(input.to_string(), Value::input());
     for node in &graph.node {
         let v = apply(node, &env).map_err(|m| {
             graph_error(
@@ -403,15 +427,36 @@ pub fn load(path: &Path) -> Result<(Network, f64)> {
         ));
     };
     match env.get(&output.name) {
-        Some(Value::Output { w, b, v, c }) => {
-            let net = Network::new(w.clone(), b.clone(), v.clone())
-                .map_err(|e| Error::file(path, e.to_string()))?;
-            Ok((net, *c))
+        Some(Value::Flow {
+            done,
+            open: Some(Affine { w, b }),
+        }) if !done.is_empty() => {
+            let mut layers = done.clone();
+            layers.push(
+                Layer::new(w.clone(), b.clone()).map_err(|e| Error::file(path, e.to_string()))?,
+            );
+            DeepNet::new(layers).map_err(|e| Error::file(path, e.to_string()))
         }
         _ => Err(graph_error(
             path,
             &graph,
-            "the graph output is not v·ReLU(W x + b) + c",
+            "the graph output is not a linear layer after at least one ReLU layer",
         )),
     }
+}
+
+/// Reads an ONNX graph of a two-layer ReLU MLP into a network and its
+/// output bias c.
+pub fn load(path: &Path) -> Result<(Network, f64)> {
+    let net = load_layers(path)?;
+    net.as_network().ok_or_else(|| {
+        Error::file(
+            path,
+            format!(
+                "a ReLU MLP with {} hidden layer(s) and output {:?}; this command needs one hidden layer and one output, N(x) = Σ_j v_j ReLU(w_j·x + b_j) (+ c)",
+                net.hidden_layers(),
+                net.output()
+            ),
+        )
+    })
 }

@@ -1,0 +1,277 @@
+//! Deep and multi-class ReLU nets: loading PyTorch-layout state dicts of any
+//! depth, `eval`'s margins against a forward pass written out here with
+//! plain loops, and the errors for files that are not a chain of layers.
+
+mod common;
+use common::*;
+use rand::{Rng, SeedableRng};
+use safetensors::{tensor::TensorView, Dtype};
+use std::path::{Path, PathBuf};
+
+/// A layer as the test holds it: weight rows \[out\]\[in\] and an optional bias.
+struct Dense {
+    w: Vec<Vec<f64>>,
+    b: Option<Vec<f64>>,
+}
+
+fn random_layers(rng: &mut rand::rngs::StdRng, widths: &[usize], biases: &[bool]) -> Vec<Dense> {
+    widths
+        .windows(2)
+        .zip(biases)
+        .map(|(io, &has_bias)| Dense {
+            w: (0..io[1])
+                .map(|_| (0..io[0]).map(|_| rng.gen_range(-1.0..1.0)).collect())
+                .collect(),
+            b: has_bias.then(|| (0..io[1]).map(|_| rng.gen_range(-0.5..0.5)).collect()),
+        })
+        .collect()
+}
+
+/// Rounds to f32 (what the file will hold), so both sides see equal weights.
+fn as_f32(layers: &mut [Dense]) {
+    for l in layers {
+        for row in &mut l.w {
+            row.iter_mut().for_each(|v| *v = *v as f32 as f64);
+        }
+        if let Some(b) = &mut l.b {
+            b.iter_mut().for_each(|v| *v = *v as f32 as f64);
+        }
+    }
+}
+
+/// Writes `layers` as an F32 PyTorch state dict under `prefixes`.
+fn state_dict(path: &Path, layers: &[Dense], prefixes: &[&str]) {
+    let f32_bytes =
+        |v: &[f64]| -> Vec<u8> { v.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect() };
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (l, p) in layers.iter().zip(prefixes) {
+        let flat: Vec<f64> = l.w.iter().flatten().copied().collect();
+        owned.push((
+            format!("{p}.weight"),
+            vec![l.w.len(), l.w[0].len()],
+            f32_bytes(&flat),
+        ));
+        if let Some(b) = &l.b {
+            owned.push((format!("{p}.bias"), vec![b.len()], f32_bytes(b)));
+        }
+    }
+    let views: Vec<(&str, TensorView)> = owned
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.as_str(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, &None, path).unwrap();
+}
+
+/// Points `X` (F64) and integer labels `y` (I64).
+fn points(path: &Path, x: &[Vec<f64>], y: &[i64]) {
+    let xb: Vec<u8> = x.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
+    let yb: Vec<u8> = y.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let views = vec![
+        (
+            "X",
+            TensorView::new(Dtype::F64, vec![x.len(), x[0].len()], &xb).unwrap(),
+        ),
+        (
+            "y",
+            TensorView::new(Dtype::I64, vec![y.len()], &yb).unwrap(),
+        ),
+    ];
+    safetensors::serialize_to_file(views, &None, path).unwrap();
+}
+
+/// f(x) by plain loops: ReLU after every layer but the last.
+fn forward(layers: &[Dense], x: &[f64]) -> Vec<f64> {
+    let mut h = x.to_vec();
+    for (i, l) in layers.iter().enumerate() {
+        h =
+            l.w.iter()
+                .enumerate()
+                .map(|(r, row)| {
+                    let u: f64 = row.iter().zip(&h).map(|(a, b)| a * b).sum::<f64>()
+                        + l.b.as_ref().map_or(0.0, |b| b[r]);
+                    if i + 1 < layers.len() {
+                        u.max(0.0)
+                    } else {
+                        u
+                    }
+                })
+                .collect();
+    }
+    h
+}
+
+fn margin(f: &[f64], y: usize) -> f64 {
+    let rival = f
+        .iter()
+        .enumerate()
+        .filter(|&(j, _)| j != y)
+        .map(|(_, &v)| v)
+        .fold(f64::NEG_INFINITY, f64::max);
+    f[y] - rival
+}
+
+struct Case {
+    dir: tempfile::TempDir,
+    layers: Vec<Dense>,
+    x: Vec<Vec<f64>>,
+    y: Vec<i64>,
+}
+
+impl Case {
+    fn net(&self) -> PathBuf {
+        self.dir.path().join("net.safetensors")
+    }
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data.safetensors")
+    }
+}
+
+/// A 3-hidden-layer, 3-class net under the prefixes `layers.0/2/4/10` (the
+/// last must sort after `4`: natural, not lexicographic, order).
+fn three_hidden(biases: &[bool]) -> Case {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut layers = random_layers(&mut rng, &[5, 8, 6, 4, 3], biases);
+    as_f32(&mut layers);
+    let x: Vec<Vec<f64>> = (0..40)
+        .map(|_| (0..5).map(|_| rng.gen_range(-2.0..2.0)).collect())
+        .collect();
+    let y: Vec<i64> = (0..40).map(|i| i % 3).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let case = Case { dir, layers, x, y };
+    state_dict(
+        &case.net(),
+        &case.layers,
+        &["layers.0", "layers.2", "layers.4", "layers.10"],
+    );
+    points(&case.data(), &case.x, &case.y);
+    case
+}
+
+fn eval_json(case: &Case) -> serde_json::Value {
+    let out = case.dir.path().join("eval.json");
+    ok(&[
+        "eval",
+        "--net",
+        s(&case.net()),
+        "--data",
+        s(&case.data()),
+        "--json",
+        s(&out),
+    ]);
+    read_json(&out)
+}
+
+#[test]
+fn eval_of_a_deep_multiclass_state_dict_matches_a_plain_forward_pass() {
+    let case = three_hidden(&[true, false, false, false]);
+    let e = eval_json(&case);
+    assert_eq!(e["hidden_layers"], 3);
+    assert_eq!(e["output"]["classes"], 3);
+    assert_eq!(e["homogeneity"]["homogeneous"]["degree"], 4);
+    let margins: Vec<f64> = case
+        .x
+        .iter()
+        .zip(&case.y)
+        .map(|(x, &y)| margin(&forward(&case.layers, x), y as usize))
+        .collect();
+    for (i, (got, want)) in e["margins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&margins)
+        .enumerate()
+    {
+        let got = got.as_f64().unwrap();
+        assert!(
+            (got - want).abs() <= 1e-12 * (1.0 + want.abs()),
+            "point {i}: {got} vs {want}"
+        );
+    }
+    let errors = margins.iter().filter(|&&q| q <= 0.0).count();
+    assert_eq!(e["errors"], errors);
+    let norm_sq: f64 = case
+        .layers
+        .iter()
+        .map(|l| {
+            l.w.iter().flatten().map(|v| v * v).sum::<f64>()
+                + l.b.iter().flatten().map(|v| v * v).sum::<f64>()
+        })
+        .sum();
+    let min_q = margins.iter().copied().fold(f64::INFINITY, f64::min);
+    let want = min_q / norm_sq.powi(2);
+    let got = e["normalized_margin"].as_f64().unwrap();
+    assert!((got - want).abs() <= 1e-12 * want.abs(), "{got} vs {want}");
+}
+
+#[test]
+fn a_bias_after_the_first_layer_leaves_the_normalised_margin_undefined() {
+    let case = three_hidden(&[true, true, false, false]);
+    let e = eval_json(&case);
+    assert_eq!(e["homogeneity"]["not_homogeneous"]["layer"], 2);
+    assert!(e["normalized_margin"].is_null());
+}
+
+#[test]
+fn a_two_layer_state_dict_keeps_the_two_layer_report() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let mut layers = random_layers(&mut rng, &[4, 6, 1], &[true, false]);
+    as_f32(&mut layers);
+    let dir = tempfile::tempdir().unwrap();
+    let (net, data, out) = (
+        dir.path().join("n.safetensors"),
+        dir.path().join("d.safetensors"),
+        dir.path().join("e.json"),
+    );
+    state_dict(&net, &layers, &["0", "2"]);
+    let x: Vec<Vec<f64>> = (0..10)
+        .map(|_| (0..4).map(|_| rng.gen_range(-1.0..1.0)).collect())
+        .collect();
+    let y: Vec<i64> = x
+        .iter()
+        .map(|x| if forward(&layers, x)[0] > 0.0 { 1 } else { -1 })
+        .collect();
+    points(&data, &x, &y);
+    ok(&[
+        "eval",
+        "--net",
+        s(&net),
+        "--data",
+        s(&data),
+        "--json",
+        s(&out),
+    ]);
+    let e = read_json(&out);
+    assert!(e.get("hidden_layers").is_none(), "{e}");
+    assert_eq!(e["accuracy"], 1.0);
+}
+
+#[test]
+fn layers_that_do_not_chain_are_refused_naming_the_shapes() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let mut layers = random_layers(&mut rng, &[5, 8, 6, 3], &[true, false, false]);
+    layers[2].w = vec![vec![0.5; 7]; 3];
+    let dir = tempfile::tempdir().unwrap();
+    let net = dir.path().join("net.safetensors");
+    state_dict(&net, &layers, &["0", "2", "4"]);
+    let data = dir.path().join("d.safetensors");
+    points(&data, &[vec![0.0; 5]], &[0]);
+    fails_with(
+        &["eval", "--net", s(&net), "--data", s(&data)],
+        &["net.safetensors", "`4.weight` takes 7 inputs", "6 outputs"],
+    );
+}
+
+#[test]
+fn a_class_label_out_of_range_is_refused_naming_the_field() {
+    let case = three_hidden(&[true, false, false, false]);
+    points(&case.data(), &case.x[..2], &[0, 3]);
+    fails_with(
+        &["eval", "--net", s(&case.net()), "--data", s(&case.data())],
+        &["data.safetensors", "`y`", "expected a class 0…2"],
+    );
+}

@@ -1,0 +1,195 @@
+"""Deep and multi-class ReLU nets: ONNX graphs of any depth, PyTorch models
+(state dicts, both ONNX exporters, ``Net.from_torch``), and ``eval``'s
+margins, each against a NumPy or torch forward pass."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import kktcert
+from conftest import write_safetensors
+
+RNG = np.random.default_rng(11)
+WIDTHS = [12, 20, 16, 10, 10]  # d = 12, three hidden layers, 10 classes
+
+
+def random_layers(widths=WIDTHS, biases=(True, False, False, False)):
+    return [(RNG.normal(size=(o, i)) / np.sqrt(i), RNG.normal(size=o) * 0.3 if has else None)
+            for i, o, has in zip(widths[:-1], widths[1:], biases)]
+
+
+def numpy_forward(layers, X):
+    h = X
+    for i, (W, b) in enumerate(layers):
+        h = h @ W.T + (0.0 if b is None else b)
+        if i + 1 < len(layers):
+            h = np.maximum(h, 0.0)
+    return h
+
+
+def margins(F, y):
+    rival = np.where(np.arange(F.shape[1])[None, :] == y[:, None], -np.inf, F).max(axis=1)
+    return F[np.arange(len(y)), y] - rival
+
+
+def deep_onnx(layers, style, dtype=TensorProto.DOUBLE):
+    """A graph as torch.onnx.export writes nn.Linear (Gemm, transB = 1) or as
+    the dynamo exporter and hand-written graphs do (MatMul + Add)."""
+    np_t = np.float64 if dtype == TensorProto.DOUBLE else np.float32
+    nodes, init, x = [helper.make_node("Flatten", ["input"], ["h0"], axis=1)], [], "h0"
+    for i, (W, b) in enumerate(layers):
+        out = "output" if i + 1 == len(layers) else f"h{i + 1}"
+        pre = f"u{i}" if i + 1 < len(layers) else out
+        if style == "gemm":
+            init.append(numpy_helper.from_array(W.astype(np_t), f"{2 * i}.weight"))
+            inputs = [x, f"{2 * i}.weight"]
+            if b is not None:
+                init.append(numpy_helper.from_array(b.astype(np_t), f"{2 * i}.bias"))
+                inputs.append(f"{2 * i}.bias")
+            nodes.append(helper.make_node("Gemm", inputs, [pre], transB=1))
+        else:
+            init.append(numpy_helper.from_array(W.T.astype(np_t), f"Wt{i}"))
+            mm = f"m{i}" if b is not None else pre
+            nodes.append(helper.make_node("MatMul", [x, f"Wt{i}"], [mm]))
+            if b is not None:
+                init.append(numpy_helper.from_array(b.astype(np_t), f"b{i}"))
+                nodes.append(helper.make_node("Add", [mm, f"b{i}"], [pre]))
+        if i + 1 < len(layers):
+            nodes.append(helper.make_node("Relu", [pre], [out]))
+        x = out
+    graph = helper.make_graph(
+        nodes, "mlp",
+        [helper.make_tensor_value_info("input", dtype, ["batch", layers[0][0].shape[1]])],
+        [helper.make_tensor_value_info("output", dtype, ["batch", layers[-1][0].shape[0]])],
+        init,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def eval_cli(cli, tmp_path, net_path, X, y):
+    data = tmp_path / "data.safetensors"
+    write_safetensors(data, {"X": ("F64", X), "y": ("I64", y.astype(np.int64))})
+    out = tmp_path / "eval.json"
+    cli("eval", "--net", net_path, "--data", data, "--json", out)
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("style", ["gemm", "matmul"])
+def test_a_deep_onnx_graph_loads_as_the_same_net(tmp_path, cli, style):
+    layers = random_layers()
+    p = tmp_path / "net.onnx"
+    onnx.save(deep_onnx(layers, style), str(p))
+    net = kktcert.load(p)
+    assert net.hidden_layers == 3 and net.homogeneous
+    for (W, b), (W2, b2) in zip(layers, net.layers):
+        np.testing.assert_array_equal(W2, W)
+        assert (b is None and b2 is None) or np.array_equal(b, b2)
+    X = RNG.normal(size=(50, WIDTHS[0]))
+    F = numpy_forward(layers, X)
+    np.testing.assert_allclose(net.forward(X), F, rtol=0, atol=1e-12)
+    y = RNG.integers(0, WIDTHS[-1], size=50)
+    e = eval_cli(cli, tmp_path, p, X, y)
+    np.testing.assert_allclose(e["margins"], margins(F, y), rtol=0, atol=1e-12)
+    assert e["errors"] == int((margins(F, y) <= 0).sum())
+
+
+def test_a_deep_state_dict_round_trips_through_net_save(tmp_path, cli):
+    layers = random_layers(biases=(True, True, False, True))
+    net = kktcert.Net.from_layers(layers)
+    assert not net.homogeneous
+    p = tmp_path / "net.safetensors"
+    net.save(p)
+    back = kktcert.load(p)
+    X = RNG.normal(size=(20, WIDTHS[0]))
+    np.testing.assert_array_equal(back.forward(X), net.forward(X))
+    e = eval_cli(cli, tmp_path, p, X, RNG.integers(0, 10, size=20))
+    assert e["homogeneity"] == {"not_homogeneous": {"layer": 2}} and e["normalized_margin"] is None
+
+
+def test_layers_that_do_not_chain_are_refused():
+    W1, W2 = RNG.normal(size=(5, 3)), RNG.normal(size=(2, 4))
+    with pytest.raises(ValueError, match="takes 4 inputs but layer 0 has 5 outputs"):
+        kktcert.Net.from_layers([(W1, None), (W2, None)])
+
+
+def test_an_onnx_graph_with_two_linear_maps_in_a_row_is_refused(tmp_path, cli):
+    layers = random_layers()
+    model = deep_onnx(layers, "gemm")
+    relus = [n for n in model.graph.node if n.op_type == "Relu"]
+    relus[1].op_type = "Identity"
+    p = tmp_path / "net.onnx"
+    onnx.save(model, str(p))
+    with pytest.raises(ValueError, match="two linear layers without a ReLU between them"):
+        kktcert.load(p)
+
+
+# ---- real PyTorch: runs where torch imports (pip's CPU wheel), skipped elsewhere ----
+
+
+def torch_mlp(torch, widths, bias_after_first=False, seed=0):
+    torch.manual_seed(seed)
+    mods = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        mods.append(torch.nn.Linear(a, b, bias=(i == 0) or bias_after_first))
+        if i + 2 < len(widths):
+            mods.append(torch.nn.ReLU())
+    return torch.nn.Sequential(torch.nn.Flatten(), *mods)
+
+
+def trained(torch, model, X, y, steps=200):
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    Xt, yt = torch.tensor(X, dtype=torch.float32), torch.tensor(y)
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(Xt), yt).backward()
+        opt.step()
+    return model
+
+
+def test_a_trained_torch_mlp_is_the_same_net_by_every_route(tmp_path, cli):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    X = RNG.normal(size=(200, 64))
+    y = RNG.integers(0, 10, size=200)
+    model = trained(torch, torch_mlp(torch, [64, 50, 50, 10]), X, y)
+    with torch.no_grad():
+        want = model.double()(torch.tensor(X)).numpy()
+    model = model.float()
+    p = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(p))
+    routes = {"state dict": kktcert.load(p), "from_torch": kktcert.Net.from_torch(model)}
+    onnx_path = tmp_path / "model.onnx"
+    torch.onnx.export(model, torch.zeros(1, 64), str(onnx_path), dynamo=False,
+                      input_names=["input"], output_names=["output"],
+                      dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    routes["onnx (TorchScript exporter)"] = kktcert.load(onnx_path)
+    for name, net in routes.items():
+        np.testing.assert_allclose(net.forward(X), want, rtol=0, atol=1e-12, err_msg=name)
+    e = eval_cli(cli, tmp_path, p, X, y)
+    np.testing.assert_allclose(e["margins"], margins(want, y), rtol=0, atol=1e-12)
+    assert e["accuracy"] == pytest.approx(float((want.argmax(axis=1) == y).mean()), abs=0)
+
+
+def test_the_dynamo_onnx_export_loads(tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxscript")
+    model = torch_mlp(torch, [64, 30, 30, 10])
+    p = tmp_path / "dynamo.onnx"
+    torch.onnx.export(model, (torch.zeros(4, 64),), str(p), dynamo=True, external_data=False)
+    X = RNG.normal(size=(30, 64))
+    with torch.no_grad():
+        want = model.double()(torch.tensor(X)).numpy()
+    np.testing.assert_allclose(kktcert.load(p).forward(X), want, rtol=0, atol=1e-12)
+
+
+def test_from_torch_refuses_other_modules():
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))
+    with pytest.raises(ValueError, match="module 1 \\(Tanh\\)"):
+        kktcert.Net.from_torch(model)
