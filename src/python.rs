@@ -12,8 +12,10 @@ use crate::error::Error;
 use crate::fit::polish::{polish, PolishMode, PolishOptions};
 use crate::io::checkpoint::{load_deep, Checkpoint, LoadOptions};
 use crate::io::layout::TensorNames;
+use crate::kkt::deep::{certify_deep, DeepCertifyOptions};
 use crate::kkt::{certificates_json, certify, parse_norms, CertifyOptions};
 use crate::model::data::{Dataset, Means};
+use crate::model::deep::{DeepNet, Labels, Layer};
 use crate::model::net::Network;
 use crate::paper::attack::attack;
 use nalgebra::{DMatrix, DVector};
@@ -164,6 +166,43 @@ fn certify_json(
     .map_err(value_error)
 }
 
+/// The deep certificate JSON (`certify --json` of a deep net); `layers`
+/// as `load_layers` returns them, `y` ±1 or classes 0…C−1.
+#[pyfunction]
+#[pyo3(signature = (layers, x, y, tol, delta, act_tol))]
+fn certify_deep_json(
+    py: Python<'_>,
+    layers: Vec<(PyReadonlyArray2<f64>, Option<PyReadonlyArray1<f64>>)>,
+    x: PyReadonlyArray2<f64>,
+    y: PyReadonlyArray1<f64>,
+    tol: f64,
+    delta: Option<f64>,
+    act_tol: f64,
+) -> PyResult<String> {
+    let layers = layers
+        .iter()
+        .enumerate()
+        .map(|(i, (w, b))| {
+            Layer::new(
+                matrix(w, &format!("layers[{i}].W"))?,
+                b.as_ref().map(vector),
+            )
+            .map_err(value_error)
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let net = DeepNet::new(layers).map_err(value_error)?;
+    let x = matrix(&x, "X")?;
+    let labels = Labels::for_output(&y.as_array().to_vec(), net.output())
+        .map_err(|m| PyValueError::new_err(format!("invalid parameter `y`: {m}")))?;
+    let opts = DeepCertifyOptions {
+        tol,
+        delta_rel: delta,
+        act_tol,
+    };
+    py.detach(|| to_json(&certify_deep(&net, &x, &labels, &opts)?))
+        .map_err(value_error)
+}
+
 /// The `points` of `distance --json`.
 #[pyfunction]
 #[pyo3(signature = (w, b, v, c, x, y, indices, time_limit, max_nodes, threads))]
@@ -293,6 +332,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load_net, m)?)?;
     m.add_function(wrap_pyfunction!(load_layers, m)?)?;
     m.add_function(wrap_pyfunction!(certify_json, m)?)?;
+    m.add_function(wrap_pyfunction!(certify_deep_json, m)?)?;
     m.add_function(wrap_pyfunction!(distance_json, m)?)?;
     m.add_function(wrap_pyfunction!(polish_json, m)?)?;
     m.add_function(wrap_pyfunction!(attack_json, m)?)?;

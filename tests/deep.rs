@@ -275,3 +275,128 @@ fn a_class_label_out_of_range_is_refused_naming_the_field() {
         &["data.safetensors", "`y`", "expected a class 0…2"],
     );
 }
+
+// ---- the deep certificate ----
+
+use kktcert::kkt::deep::{certify_deep, DeepCertifyOptions};
+use kktcert::kkt::{certify, CertifyOptions, Norm, Verdict};
+use kktcert::model::deep::{DeepNet, Labels, Layer};
+use nalgebra::{DMatrix, DVector};
+
+fn deep_opts(delta: Option<f64>) -> DeepCertifyOptions {
+    DeepCertifyOptions {
+        tol: 1e-4,
+        delta_rel: delta,
+        act_tol: 1e-9,
+    }
+}
+
+#[test]
+fn the_two_layer_certificate_is_the_case_of_one_hidden_layer() {
+    let data = clustered(3, 30);
+    let net = gd(
+        &data,
+        &kktcert::fit::gd::TrainConfig {
+            width: 12,
+            ..Default::default()
+        },
+    );
+    let deep = DeepNet::from_network(&net, 0.0);
+    let labels = Labels::Signs(data.y().to_vec());
+    for delta in [Some(1e-4), Some(1e-2), None] {
+        let two = certify(
+            &net,
+            &data,
+            Norm::L2,
+            &CertifyOptions {
+                tol: 1e-4,
+                delta_rel: delta,
+                act_tol: 1e-9,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let d = certify_deep(&deep, data.x(), &labels, &deep_opts(delta)).unwrap();
+        assert!(
+            two.ambiguous_pairs.is_empty(),
+            "a generic GD net has no kinks"
+        );
+        for (a, b) in [(d.upper, two.upper), (d.lower, two.lower)] {
+            assert!(
+                (a - b).abs() <= 1e-9 * two.upper.max(1e-12),
+                "δ {delta:?}: deep {a} vs two-layer {b}"
+            );
+        }
+        assert_eq!(d.verdict, two.verdict);
+    }
+}
+
+/// f(x) = w₃ᵀ ReLU(W₂ ReLU(W₁ x)) with one path alive: W₁ = e₁ᵀ-ish so the
+/// net is the scalar a·b·c·x₁ on x₁ > 0. With one point x = (1, 0) of
+/// label +1 and a = b = c, θ = ∇q·λ holds for λ = 1/(3a²)·… exactly: the
+/// three weights of the path are equal, which is the KKT condition of
+/// min ½(a² + b² + c²) s.t. abc ≥ 1.
+#[test]
+fn a_single_path_net_with_equal_weights_is_kkt_and_unequal_is_not() {
+    let x = DMatrix::from_row_slice(1, 2, &[1.0, 0.0]);
+    let labels = Labels::Signs(vec![1.0]);
+    let path = |a: f64, b: f64, c: f64| {
+        DeepNet::new(vec![
+            Layer::new(DMatrix::from_row_slice(1, 2, &[a, 0.0]), None).unwrap(),
+            Layer::new(DMatrix::from_row_slice(1, 1, &[b]), None).unwrap(),
+            Layer::new(DMatrix::from_row_slice(1, 1, &[c]), None).unwrap(),
+        ])
+        .unwrap()
+    };
+    let ok = certify_deep(&path(1.3, 1.3, 1.3), &x, &labels, &deep_opts(Some(1e-4))).unwrap();
+    assert_eq!(ok.verdict, Verdict::Kkt, "{ok:?}");
+    assert!(ok.relative_upper < 1e-12);
+    // Unequal: the best residual is the distance from θ̂ to the ray of ∇q,
+    // a closed form: θ̂ = s(a, b, c), ∇q ∝ (bc, ac, ab) at θ̂.
+    let (a, b, c) = (2.0f64, 1.0f64, 0.5f64);
+    let bad = certify_deep(&path(a, b, c), &x, &labels, &deep_opts(None)).unwrap();
+    let th = DVector::from_vec(vec![a, b, c]);
+    let g = DVector::from_vec(vec![b * c, a * c, a * b]);
+    let want = (&th - &g * (th.dot(&g) / g.norm_squared())).norm() / th.norm();
+    assert!(
+        (bad.relative_upper - want).abs() < 1e-12,
+        "{} vs {want}",
+        bad.relative_upper
+    );
+    assert!((bad.relative_lower - want).abs() < 1e-9);
+    assert_eq!(bad.verdict, Verdict::NotKkt);
+}
+
+#[test]
+fn an_exact_kink_keeps_the_bracket_sound_and_says_so() {
+    // A second hidden neuron with pre-activation exactly 0 at the point.
+    let x = DMatrix::from_row_slice(1, 2, &[1.0, 0.0]);
+    let net = DeepNet::new(vec![
+        Layer::new(DMatrix::from_row_slice(2, 2, &[1.3, 0.0, 0.0, 1.0]), None).unwrap(),
+        Layer::new(DMatrix::from_row_slice(1, 2, &[1.3, 0.7]), None).unwrap(),
+        Layer::new(DMatrix::from_row_slice(1, 1, &[1.3]), None).unwrap(),
+    ])
+    .unwrap();
+    let c = certify_deep(&net, &x, &Labels::Signs(vec![1.0]), &deep_opts(Some(1e-4))).unwrap();
+    assert_eq!(c.exact_kink_points, 1);
+    assert!(c.lower <= c.upper + 1e-15);
+    // The upper bound may not use the kinked point: λ = 0, residual ‖θ̂‖.
+    assert!((c.relative_upper - 1.0).abs() < 1e-12);
+    assert_ne!(c.verdict, Verdict::Kkt);
+}
+
+#[test]
+fn a_bias_after_the_first_layer_is_refused() {
+    let net = DeepNet::new(vec![
+        Layer::new(DMatrix::from_row_slice(1, 1, &[1.0]), None).unwrap(),
+        Layer::new(
+            DMatrix::from_row_slice(1, 1, &[1.0]),
+            Some(DVector::from_vec(vec![0.5])),
+        )
+        .unwrap(),
+    ])
+    .unwrap();
+    let x = DMatrix::from_row_slice(1, 1, &[1.0]);
+    let e = certify_deep(&net, &x, &Labels::Signs(vec![1.0]), &deep_opts(None)).unwrap_err();
+    assert!(e.to_string().contains("layer 2 has a nonzero bias"), "{e}");
+}

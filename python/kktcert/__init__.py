@@ -152,16 +152,34 @@ def load_net(path, tensors=None, with_bias=False):
     return W, b, v
 
 
-def certify(W, b, v, X, y, norm="l2", tol=1e-4, delta=None, act_tol=1e-6, method="auto"):
-    """KKT certificate of Problem (2) for the net on (X, y): the dict of
-    ``kktcert certify --json``. ``delta=None`` uses ``tol`` (as the CLI);
+def _as_net(model):
+    """A :class:`Net` from a Net or a torch ``nn.Sequential``; None for anything else."""
+    if isinstance(model, Net):
+        return model
+    if type(model).__module__.startswith("torch"):
+        return Net.from_torch(model)
+    return None
+
+
+def certify(W, b=None, v=None, X=None, y=None, norm="l2", tol=1e-4, delta=None, act_tol=1e-6, method="auto"):
+    """KKT certificate of the max-margin problem: the dict of ``kktcert certify --json``.
+
+    ``certify(W, b, v, X, y)`` for the two-layer net, or ``certify(net, X, y)``
+    for a :class:`Net` or a torch ``nn.Sequential`` of any depth (homogeneous:
+    no bias after the first layer; ``y`` ±1 for one output, classes 0…C−1
+    otherwise; ℓ2 only). ``delta=None`` uses ``tol`` (as the CLI);
     ``delta=float('inf')`` drops the complementarity row. ``method`` is the
     CLI's ``--method``: auto, full or working-set (for large n)."""
-    W, b, v = _net(W, b, v)
     if delta is None:
         delta = tol
     elif np.isinf(delta):
         delta = None
+    net = _as_net(W)
+    if net is not None:
+        X, y = (X, y) if X is not None else (b, v)
+        out = _native.certify_deep_json(net.layers, _f64(X, "X", 2), _f64(y, "y", 1), float(tol), delta, float(act_tol))
+        return json.loads(out)
+    W, b, v = _net(W, b, v)
     out = _native.certify_json(W, b, v, _f64(X, "X", 2), _f64(y, "y", 1), norm, float(tol), delta, float(act_tol), method)
     return json.loads(out)
 

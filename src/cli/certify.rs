@@ -4,11 +4,15 @@
 
 use super::{progress, NetFormat};
 use kktcert::experiment::path::{certify_row, list_checkpoints, SeriesRow};
+use kktcert::io::checkpoint::{load_deep, looks_deep};
+use kktcert::io::fixture::load_points;
 use kktcert::io::tensors::write_json;
 use kktcert::jobs::output::SeriesOutput;
 use kktcert::jobs::shard::{Shard, ShardInfo, ShardKind};
+use kktcert::kkt::deep::{certify_deep, DeepCertifyOptions};
 use kktcert::kkt::{certificates_json, certify, Certificate, CertifyOptions, Method, Norm};
 use kktcert::model::data::Dataset;
+use kktcert::model::deep::DeepNet;
 use kktcert::Result;
 use std::path::PathBuf;
 
@@ -131,6 +135,43 @@ pub fn print_certificate(c: &Certificate) {
     );
 }
 
+/// The deep net's certificate (SPEC §3, deep nets): ℓ2 only.
+fn certify_one_deep(net: &DeepNet, a: &Args) -> Result<()> {
+    let (norms, opts) = a.cert.parse()?;
+    if norms != [Norm::L2] {
+        return Err(kktcert::Error::param(
+            "norm",
+            "deep and multi-class nets are certified in ℓ2 only",
+        ));
+    }
+    let (x, labels) = load_points(&a.data, net.output())?;
+    let deep_opts = DeepCertifyOptions {
+        tol: opts.tol,
+        delta_rel: opts.delta_rel,
+        act_tol: opts.act_tol,
+    };
+    let c = certify_deep(net, &x, &labels, &deep_opts)?;
+    say!(
+        "L2 ({} hidden layers): scale {:.6e}, residual ∈ [{:.6e}, {:.6e}] (relative [{:.3e}, {:.3e}]), δ_rel {:.3e}, {} of {} constraints in support, {} near-kink points, {:.3}s → {:?}",
+        net.hidden_layers(),
+        c.scale,
+        c.lower,
+        c.upper,
+        c.relative_lower,
+        c.relative_upper,
+        c.relative_complementarity,
+        c.support.len(),
+        c.constraints,
+        c.near_kink_points,
+        c.seconds,
+        c.verdict
+    );
+    if let Some(path) = &a.json {
+        write_json(path, &c)?;
+    }
+    Ok(())
+}
+
 /// Certifies the checkpoints at `indices` of `nets`, printing each row.
 pub fn certify_series(
     nets: &[PathBuf],
@@ -169,9 +210,16 @@ pub fn certify_series(
 }
 
 pub fn run(a: Args, quiet: bool) -> Result<()> {
-    let data = Dataset::load(&a.data)?;
     let nets = list_checkpoints(&a.net)?;
     let series = nets.len() > 1 || a.net[0].is_dir() || a.shard.is_some();
+    if !series && !a.format.is_explicit() {
+        match load_deep(&nets[0]) {
+            Ok(net) if net.as_network().is_none() => return certify_one_deep(&net, &a),
+            Err(e) if looks_deep(&nets[0]) => return Err(e),
+            _ => {}
+        }
+    }
+    let data = Dataset::load(&a.data)?;
     if !series {
         let ck = a.format.load(&nets[0])?;
         let net = ck.homogeneous(&nets[0], "certify")?;

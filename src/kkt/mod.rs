@@ -25,6 +25,7 @@
 //! checked entry; violated entries are repaired by projecting u, never
 //! assumed away. Rounding in the final quotient is bounded the same way.
 
+pub mod deep;
 mod linf;
 mod system;
 mod working_set;

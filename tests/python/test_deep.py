@@ -193,3 +193,76 @@ def test_from_torch_refuses_other_modules():
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))
     with pytest.raises(ValueError, match="module 1 \\(Tanh\\)"):
         kktcert.Net.from_torch(model)
+
+
+# ---- the deep KKT certificate against SciPy's nnls on a NumPy Jacobian ----
+
+
+def jacobian(layers, X, y, classes):
+    """Rows: the constraints (i, j ≠ y_i) in kktcert's order; columns: θ flat
+    (per layer W row-major, then b), by a backward pass written here."""
+    rows, q = [], []
+    for i, x in enumerate(X):
+        hs, us = [x], []
+        for W, b in layers[:-1]:
+            us.append(W @ hs[-1] + (0 if b is None else b))
+            hs.append(np.maximum(us[-1], 0))
+        W, b = layers[-1]
+        f = W @ hs[-1] + (0 if b is None else b)
+        for j in ([None] if classes == 1 else [j for j in range(classes) if j != y[i]]):
+            a = np.zeros(len(f))
+            if j is None:
+                a[0] = y[i]
+            else:
+                a[y[i]], a[j] = 1.0, -1.0
+            q.append(a @ f)
+            grads, delta = [], a
+            for l in range(len(layers) - 1, -1, -1):
+                if l < len(layers) - 1:
+                    delta = delta * (us[l] > 0)
+                grads.append(np.concatenate([np.outer(delta, hs[l]).ravel()] + ([delta] if layers[l][1] is not None else [])))
+                delta = layers[l][0].T @ delta
+            rows.append(np.concatenate(grads[::-1]))
+    return np.array(rows), np.array(q)
+
+
+@pytest.mark.parametrize("classes", [1, 4])
+def test_the_deep_certificate_equals_nnls_on_the_same_jacobian(tmp_path, cli, classes):
+    from scipy.optimize import nnls
+
+    rng = np.random.default_rng(classes)
+    d, n = 15, 50
+    layers = [(rng.normal(size=(25, d)) / np.sqrt(d), rng.normal(size=25) * 0.1),
+              (rng.normal(size=(20, 25)) / np.sqrt(25), None),
+              (rng.normal(size=(classes, 20)) / np.sqrt(20), None)]
+    net = kktcert.Net.from_layers(layers)
+    X = rng.normal(size=(n, d))
+    F = net.forward(X)
+    y = np.where(F > 0, 1, -1) if classes == 1 else F.argmax(axis=1)
+    G, q = jacobian(layers, X, y, classes)
+    degree = len(layers)
+    s = q.min() ** (-1.0 / degree)  # θ̂ = sθ, ∇q(θ̂) = s^(D-1) ∇q(θ)
+    theta = np.concatenate([np.concatenate([W.ravel()] + ([] if b is None else [b])) for W, b in layers]) * s
+    _, residual = nnls(G.T * s ** (degree - 1), theta, maxiter=100_000)
+    cert = kktcert.certify(net, X, y, delta=float("inf"))
+    assert cert["lower"] <= cert["upper"]
+    assert abs(cert["upper"] - residual) <= 1e-9 * residual
+    assert abs(cert["lower"] - residual) <= 1e-9 * residual
+    # The CLI gives the same bracket from files.
+    p, data, out = tmp_path / "net.safetensors", tmp_path / "data.safetensors", tmp_path / "c.json"
+    net.save(p)
+    write_safetensors(data, {"X": ("F64", X), "y": ("I64", y.astype(np.int64))})
+    cli("certify", "--net", p, "--data", data, "--delta", "inf", "--json", out)
+    assert json.loads(out.read_text())["upper"] == cert["upper"]
+
+
+def test_a_gd_trained_torch_mlp_gets_a_sound_bracket(tmp_path):
+    torch = pytest.importorskip("torch")
+    X = RNG.normal(size=(100, 20))
+    y = RNG.integers(0, 5, size=100)
+    model = trained(torch, torch_mlp(torch, [20, 40, 40, 5]), X, y, steps=500)
+    with torch.no_grad():  # certify against the labels the net fits
+        y = model(torch.tensor(X, dtype=torch.float32)).argmax(dim=1).numpy()
+    cert = kktcert.certify(model, X, y)
+    assert 0 <= cert["lower"] <= cert["upper"] and cert["verdict"] in ("kkt", "not_kkt", "undecided")
+    assert cert["degree"] == 3 and cert["constraints"] == 400
