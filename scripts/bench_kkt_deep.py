@@ -13,7 +13,6 @@ peak RSS and the bracket.
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -61,12 +60,13 @@ def run(net, X, y, extra, repeats, tmp):
     p, data, out = (os.path.join(tmp, f) for f in ("net.safetensors", "data.safetensors", "c.json"))
     net.save(p)
     write_safetensors(data, {"X": ("F64", X), "y": ("I64", y.astype(np.int64))})
-    times = []
+    times, rss = [], 0.0
     for _ in range(repeats):
         t0 = time.perf_counter()
-        subprocess.run([BIN, "certify", "--net", p, "--data", data, "--json", out, "--quiet", *extra], check=True)
+        r = subprocess.run(["/usr/bin/time", "-f", "%M", BIN, "certify", "--net", p, "--data", data, "--json", out,
+                            "--quiet", *extra], check=True, capture_output=True, text=True)
         times.append(time.perf_counter() - t0)
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        rss = max(rss, int(r.stderr.strip().splitlines()[-1]) / 1024)
     c = json.load(open(out))
     return (f"{np.median(times):.2f} s, {rss:.0f} MiB, [{c['lower']:.9e}, {c['upper']:.9e}] ({c['verdict']}), "
             f"support {len(c['support'])} of {c['constraints']}, {c['near_kink_points']} near-kink points")

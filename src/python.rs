@@ -9,6 +9,7 @@
 
 use crate::distance::{DistanceOptions, DistanceSolver, PointDistance};
 use crate::error::Error;
+use crate::fit::deep::{polish_deep, DeepPolishOptions};
 use crate::fit::polish::{polish, PolishMode, PolishOptions};
 use crate::io::checkpoint::{load_deep, Checkpoint, LoadOptions};
 use crate::io::layout::TensorNames;
@@ -110,20 +111,7 @@ fn load_net<'py>(
 #[pyfunction]
 fn load_layers<'py>(py: Python<'py>, path: &str) -> PyResult<Vec<LayerArrays<'py>>> {
     let net = load_deep(Path::new(path)).map_err(value_error)?;
-    net.layers()
-        .iter()
-        .map(|layer| {
-            let rows: Vec<Vec<f64>> = layer
-                .weight()
-                .row_iter()
-                .map(|r| r.iter().copied().collect())
-                .collect();
-            let w =
-                PyArray2::from_vec2(py, &rows).map_err(|e| PyValueError::new_err(e.to_string()))?;
-            let b = layer.bias().map(|b| PyArray1::from_slice(py, b.as_slice()));
-            Ok((w, b))
-        })
-        .collect()
+    layer_arrays(py, &net)
 }
 
 type LayerArrays<'py> = (Bound<'py, PyArray2<f64>>, Option<Bound<'py, PyArray1<f64>>>);
@@ -166,19 +154,17 @@ fn certify_json(
     .map_err(value_error)
 }
 
-/// The deep certificate JSON (`certify --json` of a deep net); `layers`
-/// as `load_layers` returns them, `y` ±1 or classes 0…C−1.
-#[pyfunction]
-#[pyo3(signature = (layers, x, y, tol, delta, act_tol))]
-fn certify_deep_json(
-    py: Python<'_>,
-    layers: Vec<(PyReadonlyArray2<f64>, Option<PyReadonlyArray1<f64>>)>,
-    x: PyReadonlyArray2<f64>,
-    y: PyReadonlyArray1<f64>,
-    tol: f64,
-    delta: Option<f64>,
-    act_tol: f64,
-) -> PyResult<String> {
+type PyLayers<'py> = Vec<(
+    PyReadonlyArray2<'py, f64>,
+    Option<PyReadonlyArray1<'py, f64>>,
+)>;
+
+/// A deep net, its points and their labels from Python arrays.
+fn deep_problem(
+    layers: &PyLayers<'_>,
+    x: &PyReadonlyArray2<f64>,
+    y: &PyReadonlyArray1<f64>,
+) -> PyResult<(DeepNet, DMatrix<f64>, Labels)> {
     let layers = layers
         .iter()
         .enumerate()
@@ -191,9 +177,71 @@ fn certify_deep_json(
         })
         .collect::<PyResult<Vec<_>>>()?;
     let net = DeepNet::new(layers).map_err(value_error)?;
-    let x = matrix(&x, "X")?;
     let labels = Labels::for_output(&y.as_array().to_vec(), net.output())
         .map_err(|m| PyValueError::new_err(format!("invalid parameter `y`: {m}")))?;
+    Ok((net, matrix(x, "X")?, labels))
+}
+
+/// A deep net's layers as `[(W, b or None), …]` NumPy arrays.
+fn layer_arrays<'py>(py: Python<'py>, net: &DeepNet) -> PyResult<Vec<LayerArrays<'py>>> {
+    net.layers()
+        .iter()
+        .map(|layer| {
+            let rows: Vec<Vec<f64>> = layer
+                .weight()
+                .row_iter()
+                .map(|r| r.iter().copied().collect())
+                .collect();
+            let w =
+                PyArray2::from_vec2(py, &rows).map_err(|e| PyValueError::new_err(e.to_string()))?;
+            let b = layer.bias().map(|b| PyArray1::from_slice(py, b.as_slice()));
+            Ok((w, b))
+        })
+        .collect()
+}
+
+/// `polish` of a deep net: its layers and the report JSON.
+#[pyfunction]
+#[pyo3(signature = (layers, x, y, tol, act_tol, iterations))]
+fn polish_deep_json<'py>(
+    py: Python<'py>,
+    layers: PyLayers<'py>,
+    x: PyReadonlyArray2<'py, f64>,
+    y: PyReadonlyArray1<'py, f64>,
+    tol: f64,
+    act_tol: f64,
+    iterations: usize,
+) -> PyResult<(Vec<LayerArrays<'py>>, String)> {
+    let (net, x, labels) = deep_problem(&layers, &x, &y)?;
+    let opts = DeepPolishOptions {
+        tol,
+        act_tol,
+        iterations,
+        ..Default::default()
+    };
+    let (out, rep) = py
+        .detach(|| {
+            let (out, rep) = polish_deep(&net, &x, &labels, &opts, |_| {})?;
+            Ok::<_, Error>((out, to_json(&rep)?))
+        })
+        .map_err(value_error)?;
+    Ok((layer_arrays(py, &out)?, rep))
+}
+
+/// The deep certificate JSON (`certify --json` of a deep net); `layers`
+/// as `load_layers` returns them, `y` ±1 or classes 0…C−1.
+#[pyfunction]
+#[pyo3(signature = (layers, x, y, tol, delta, act_tol))]
+fn certify_deep_json(
+    py: Python<'_>,
+    layers: PyLayers<'_>,
+    x: PyReadonlyArray2<f64>,
+    y: PyReadonlyArray1<f64>,
+    tol: f64,
+    delta: Option<f64>,
+    act_tol: f64,
+) -> PyResult<String> {
+    let (net, x, labels) = deep_problem(&layers, &x, &y)?;
     let opts = DeepCertifyOptions {
         tol,
         delta_rel: delta,
@@ -333,6 +381,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load_layers, m)?)?;
     m.add_function(wrap_pyfunction!(certify_json, m)?)?;
     m.add_function(wrap_pyfunction!(certify_deep_json, m)?)?;
+    m.add_function(wrap_pyfunction!(polish_deep_json, m)?)?;
     m.add_function(wrap_pyfunction!(distance_json, m)?)?;
     m.add_function(wrap_pyfunction!(polish_json, m)?)?;
     m.add_function(wrap_pyfunction!(attack_json, m)?)?;

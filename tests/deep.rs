@@ -400,3 +400,36 @@ fn a_bias_after_the_first_layer_is_refused() {
     let e = certify_deep(&net, &x, &Labels::Signs(vec![1.0]), &deep_opts(None)).unwrap_err();
     assert!(e.to_string().contains("layer 2 has a nonzero bias"), "{e}");
 }
+
+#[test]
+fn the_polish_carries_an_unbalanced_path_to_its_kkt_point() {
+    // min ½(a² + b² + c²) s.t. a·b·c ≥ 1 has its KKT point at a = b = c = 1.
+    use kktcert::fit::deep::{polish_deep, DeepPolishOptions};
+    let x = DMatrix::from_row_slice(1, 2, &[1.0, 0.0]);
+    let labels = Labels::Signs(vec![1.0]);
+    let net = DeepNet::new(vec![
+        Layer::new(DMatrix::from_row_slice(1, 2, &[2.0, 0.0]), None).unwrap(),
+        Layer::new(DMatrix::from_row_slice(1, 1, &[1.0]), None).unwrap(),
+        Layer::new(DMatrix::from_row_slice(1, 1, &[0.5]), None).unwrap(),
+    ])
+    .unwrap();
+    let (out, rep) = polish_deep(&net, &x, &labels, &DeepPolishOptions::default(), |_| {}).unwrap();
+    assert_eq!(rep.certificate.verdict, Verdict::Kkt, "{:?}", rep.rounds);
+    for (got, l) in out.layers().iter().map(|l| l.weight()[(0, 0)]).zip(0..) {
+        assert!((got - 1.0).abs() < 1e-4, "layer {l}: {got}");
+    }
+    assert_eq!(rep.train_agreement, 1.0);
+    // The certificate it reports is the one `certify` gives the returned net.
+    let again = certify_deep(
+        &out,
+        &x,
+        &labels,
+        &DeepCertifyOptions {
+            tol: 1e-4,
+            delta_rel: Some(1e-4),
+            act_tol: 1e-6,
+        },
+    )
+    .unwrap();
+    assert!((again.relative_upper - rep.certificate.relative_upper).abs() < 1e-9);
+}

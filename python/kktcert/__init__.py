@@ -199,13 +199,24 @@ def distance(W, b, v, X, indices=None, time_limit=60.0, max_nodes=None, threads=
     return json.loads(out)
 
 
-def polish(W, b, v, X, y, tol=1e-4, act_tol=1e-4, mode="near", proximal=1.0, iterations=100_000,
-           time_limit=None, stop_when_certified=False):
+def polish(W, b=None, v=None, X=None, y=None, tol=1e-4, act_tol=1e-4, mode="near", proximal=1.0,
+           iterations=100_000, time_limit=None, stop_when_certified=False):
     """Polish toward a certified KKT point: (W, b, v, report) with the report
     of ``kktcert polish --json``. ``mode="near"`` finds one close to the
     given net (the one GD is heading for); ``"sparse"`` has no pull. The
     polish stops after ``iterations`` L-BFGS iterations (the same point on
-    any machine), or after ``time_limit`` seconds if given."""
+    any machine), or after ``time_limit`` seconds if given.
+
+    ``polish(net, X, y)`` with a :class:`Net` or a torch ``nn.Sequential``
+    of any depth returns ``(Net, report)``: an augmented Lagrangian judged
+    by the deep certificate each round (``tol``, ``act_tol``, ``iterations``
+    apply; the two-layer options do not)."""
+    net = _as_net(W)
+    if net is not None:
+        X, y = (X, y) if X is not None else (b, v)
+        layers, rep = _native.polish_deep_json(net.layers, _f64(X, "X", 2), _f64(y, "y", 1), float(tol),
+                                               float(act_tol), int(iterations))
+        return Net(layers), json.loads(rep)
     W, b, v = _net(W, b, v)
     (W2, b2, v2), rep = _native.polish_json(
         W, b, v, _f64(X, "X", 2), _f64(y, "y", 1), float(tol), float(act_tol), str(mode), float(proximal), int(iterations), time_limit, bool(stop_when_certified)

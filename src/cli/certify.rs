@@ -4,7 +4,6 @@
 
 use super::{progress, NetFormat};
 use kktcert::experiment::path::{certify_row, list_checkpoints, SeriesRow};
-use kktcert::io::checkpoint::{load_deep, looks_deep};
 use kktcert::io::fixture::load_points;
 use kktcert::io::tensors::write_json;
 use kktcert::jobs::output::SeriesOutput;
@@ -212,11 +211,9 @@ pub fn certify_series(
 pub fn run(a: Args, quiet: bool) -> Result<()> {
     let nets = list_checkpoints(&a.net)?;
     let series = nets.len() > 1 || a.net[0].is_dir() || a.shard.is_some();
-    if !series && !a.format.is_explicit() {
-        match load_deep(&nets[0]) {
-            Ok(net) if net.as_network().is_none() => return certify_one_deep(&net, &a),
-            Err(e) if looks_deep(&nets[0]) => return Err(e),
-            _ => {}
+    if !series {
+        if let Some(net) = a.format.deep(&nets[0])? {
+            return certify_one_deep(&net, &a);
         }
     }
     let data = Dataset::load(&a.data)?;

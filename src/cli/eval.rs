@@ -2,7 +2,6 @@
 //! two-layer net and for fully connected ReLU nets of any depth.
 
 use super::NetFormat;
-use kktcert::io::checkpoint::{load_deep, looks_deep};
 use kktcert::io::fixture::load_points;
 use kktcert::io::tensors::write_json;
 use kktcert::model::data::Dataset;
@@ -29,12 +28,8 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     // A deep or multi-class net gets the deep report; a two-layer file (or
     // one named with --tensors) keeps the two-layer report and its errors.
-    if !a.format.is_explicit() {
-        match load_deep(&a.net) {
-            Ok(net) if net.as_network().is_none() => return deep(&net, &a),
-            Err(e) if looks_deep(&a.net) => return Err(e),
-            _ => {}
-        }
+    if let Some(net) = a.format.deep(&a.net)? {
+        return deep(&net, &a);
     }
     two_layer(&a.format.load(&a.net)?.function(), &a)
 }

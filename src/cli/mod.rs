@@ -27,9 +27,10 @@ mod train;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use kktcert::io::checkpoint::{Checkpoint, LoadOptions};
+use kktcert::io::checkpoint::{load_deep, looks_deep, Checkpoint, LoadOptions};
 use kktcert::io::layout::TensorNames;
 use kktcert::kkt::Certificate;
+use kktcert::model::deep::DeepNet;
 use kktcert::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -135,6 +136,21 @@ impl NetFormat {
     /// Whether the tensors were named explicitly.
     pub fn is_explicit(&self) -> bool {
         self.tensors.is_some()
+    }
+
+    /// The net at `path` when it is deep or multi-class (not the two-layer
+    /// net, and no `--tensors`): `None` sends the caller down its two-layer
+    /// path, whose errors explain a bad two-layer file; a file that looks
+    /// deep gets the deep loader's error.
+    pub fn deep(&self, path: &Path) -> Result<Option<DeepNet>> {
+        if self.is_explicit() {
+            return Ok(None);
+        }
+        match load_deep(path) {
+            Ok(net) => Ok(net.as_network().is_none().then_some(net)),
+            Err(e) if looks_deep(path) => Err(e),
+            Err(_) => Ok(None),
+        }
     }
 
     /// Loads a checkpoint (safetensors in any recognised layout, or ONNX).

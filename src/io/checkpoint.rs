@@ -185,6 +185,29 @@ pub fn load_deep(path: &Path) -> Result<DeepNet> {
     DeepNet::new(layers).map_err(|e| Error::file(path, e.to_string()))
 }
 
+/// Saves a deep net atomically as an F64 PyTorch-layout state dict
+/// (`0.weight`, `0.bias`, `2.weight`, … as `nn.Sequential` numbers them),
+/// which [`load_deep`] and `torch` (`load_state_dict` after
+/// `safetensors.torch.load_file`) read back.
+pub fn save_deep(path: &Path, net: &DeepNet, metadata: BTreeMap<String, String>) -> Result<()> {
+    let mut names = Vec::new();
+    let mut owned = Vec::new();
+    for (i, l) in net.layers().iter().enumerate() {
+        let (r, c) = l.weight().shape();
+        names.push(format!("{}.weight", 2 * i));
+        owned.push(OwnedTensor::f64(
+            vec![r, c],
+            crate::model::data::row_major(l.weight()),
+        ));
+        if let Some(b) = l.bias() {
+            names.push(format!("{}.bias", 2 * i));
+            owned.push(OwnedTensor::f64(vec![r], b.iter().copied()));
+        }
+    }
+    let named: Vec<(&str, OwnedTensor)> = names.iter().map(String::as_str).zip(owned).collect();
+    write_tensors(path, &named, metadata)
+}
+
 /// Whether `path` holds more than the two-layer net's tensors — an ONNX
 /// graph, or a safetensors file with three or more `.weight` tensors — so
 /// that a failure to read it is best explained by the deep loader.

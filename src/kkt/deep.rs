@@ -21,8 +21,8 @@
 //! neurons fixed to s ∈ {0,1}^{K_i} (the others by their sign). Every
 //! gradient at a nearby differentiable θ is some J_i(s), so the Clarke
 //! subdifferential lies in conv{J_i(s)}: the **lower bound** ranges over that
-//! hull (priced exactly for K_i ≤ [`MAX_KINKS`]; beyond it the lower bound is
-//! 0). The **upper bound** uses only gradients that *are* Clarke elements:
+//! hull (priced exactly for K_i ≤ [`MAX_KINKS`] and at most [`MAX_VERTICES`]
+//! vertices in all; beyond that the lower bound is 0). The **upper bound** uses only gradients that *are* Clarke elements:
 //! the gradient itself at points with no pre-activation exactly 0 (there f
 //! is differentiable in θ), and λ = 0 at points with an exact kink. Where the
 //! two sets differ the bracket shows it and the verdict is `undecided`.
@@ -55,7 +55,11 @@ use std::time::Instant;
 
 /// Most near-kink neurons of one point whose 2^K hull vertices are priced;
 /// beyond it the lower bound is 0.
-pub const MAX_KINKS: usize = 12;
+pub const MAX_KINKS: usize = 10;
+
+/// Most hull vertices over all points (each is a forward pass and a group of
+/// columns); beyond it the lower bound is 0 rather than the memory exhausted.
+pub const MAX_VERTICES: usize = 4096;
 
 /// Columns in the first working set (those of smallest margin).
 const INITIAL_WORKING: usize = 400;
@@ -125,7 +129,9 @@ pub struct DeepCertificate {
     pub near_kink_points: usize,
     /// Points with a pre-activation exactly 0 (λ = 0 for them in the upper bound).
     pub exact_kink_points: usize,
-    /// Points with more than [`MAX_KINKS`] near-kink neurons (lower bound 0 if any).
+    /// Near-kink points left unpriced: those with more than [`MAX_KINKS`]
+    /// near-kink neurons, or all of them when their hull would exceed
+    /// [`MAX_VERTICES`] vertices (the lower bound is then 0).
     pub unpriced_points: usize,
     /// What each bound ranges over.
     pub gradients: &'static str,
@@ -368,7 +374,16 @@ pub fn certify_deep(
         .iter()
         .map(|&c| margin_of(&points[c.point].pass.out, c, labels))
         .collect();
-    let unpriced = points.iter().filter(|pt| pt.near.len() > MAX_KINKS).count();
+    let vertices_needed: usize = points
+        .iter()
+        .filter(|pt| !pt.near.is_empty())
+        .map(|pt| 1usize << pt.near.len().min(MAX_KINKS + 1))
+        .sum();
+    let unpriced = if vertices_needed > MAX_VERTICES {
+        points.iter().filter(|pt| !pt.near.is_empty()).count()
+    } else {
+        points.iter().filter(|pt| pt.near.len() > MAX_KINKS).count()
+    };
     let problem = Problem {
         p: &p,
         theta: &theta,

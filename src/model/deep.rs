@@ -309,6 +309,60 @@ impl DeepNet {
             .sum()
     }
 
+    /// θ flattened: per layer, W row-major, then b when present.
+    pub fn flat(&self) -> DVector<f64> {
+        let mut out = Vec::with_capacity(self.num_params());
+        for l in &self.layers {
+            out.extend(l.weight.transpose().iter());
+            if let Some(b) = &l.bias {
+                out.extend(b.iter());
+            }
+        }
+        DVector::from_vec(out)
+    }
+
+    /// A net of the same shapes (and biases) with parameters `theta`, in
+    /// [`DeepNet::flat`]'s order.
+    pub fn with_flat(&self, theta: &DVector<f64>) -> Result<Self> {
+        if theta.len() != self.num_params() {
+            return Err(Error::Mismatch(format!(
+                "{} parameters for a net with {}",
+                theta.len(),
+                self.num_params()
+            )));
+        }
+        let mut at = 0;
+        let mut take = |k: usize| {
+            let s = theta.rows(at, k).into_owned();
+            at += k;
+            s
+        };
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                let (r, c) = l.weight.shape();
+                let w = DMatrix::from_row_slice(r, c, take(r * c).as_slice());
+                let b = l.bias.as_ref().map(|b| take(b.len()));
+                Layer::new(w, b)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::new(layers)
+    }
+
+    /// Each layer's coordinate range in [`DeepNet::flat`].
+    pub fn blocks(&self) -> Vec<std::ops::Range<usize>> {
+        let mut at = 0;
+        self.layers
+            .iter()
+            .map(|l| {
+                let k = l.weight.len() + l.bias.as_ref().map_or(0, |b| b.len());
+                at += k;
+                at - k..at
+            })
+            .collect()
+    }
+
     /// ‖θ‖².
     pub fn norm_sq(&self) -> f64 {
         self.layers

@@ -266,3 +266,19 @@ def test_a_gd_trained_torch_mlp_gets_a_sound_bracket(tmp_path):
     cert = kktcert.certify(model, X, y)
     assert 0 <= cert["lower"] <= cert["upper"] and cert["verdict"] in ("kkt", "not_kkt", "undecided")
     assert cert["degree"] == 3 and cert["constraints"] == 400
+
+
+def test_polish_returns_a_net_whose_certificate_it_reports():
+    rng = np.random.default_rng(5)
+    layers = [(rng.normal(size=(12, 6)) / np.sqrt(6), None), (rng.normal(size=(12, 12)) / np.sqrt(12), None),
+              (rng.normal(size=(3, 12)) / np.sqrt(12), None)]
+    net = kktcert.Net.from_layers(layers)
+    X = rng.normal(size=(30, 6))
+    y = net.forward(X).argmax(axis=1)
+    out, rep = kktcert.polish(net, X, y, iterations=5000)
+    assert isinstance(out, kktcert.Net) and rep["train_agreement"] == 1.0
+    assert (out.forward(X).argmax(axis=1) == y).all()
+    again = kktcert.certify(out, X, y, act_tol=1e-4)
+    assert again["upper"] == pytest.approx(rep["certificate"]["upper"], rel=1e-9)
+    start = kktcert.certify(net, X, y, act_tol=1e-4)
+    assert rep["certificate"]["relative_upper"] < start["relative_upper"]
