@@ -433,3 +433,63 @@ fn the_polish_carries_an_unbalanced_path_to_its_kkt_point() {
     .unwrap();
     assert!((again.relative_upper - rep.certificate.relative_upper).abs() < 1e-9);
 }
+
+/// A random bias-free 2-hidden-layer, 3-class net and its own predictions
+/// as labels (every margin positive), from `seed`.
+fn random_case(seed: u64) -> (DeepNet, DMatrix<f64>, Labels) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let widths = [4usize, 7, 6, 3];
+    let layers: Vec<Layer> = widths
+        .windows(2)
+        .enumerate()
+        .map(|(i, io)| {
+            let w = DMatrix::from_fn(io[1], io[0], |_, _| rng.gen_range(-1.0..1.0));
+            let b = (i == 0).then(|| DVector::from_fn(io[1], |_, _| rng.gen_range(-0.3..0.3)));
+            Layer::new(w, b).unwrap()
+        })
+        .collect();
+    let net = DeepNet::new(layers).unwrap();
+    let x = DMatrix::from_fn(12, 4, |_, _| rng.gen_range(-2.0..2.0));
+    let f = net.forward(&x);
+    let y = f.row_iter().map(|r| r.transpose().argmax().0).collect();
+    (net, x, Labels::Classes(y))
+}
+
+/// The certificate is unchanged by a permutation of a hidden layer's
+/// neurons and by θ ↦ αθ (the net is rescaled onto min-margin 1 first), to
+/// 1e-9 relative; and its bracket is ordered.
+fn deep_invariances(seed: u64, alpha: u8) -> quickcheck::TestResult {
+    let (net, x, labels) = random_case(seed);
+    let Ok(base) = certify_deep(&net, &x, &labels, &deep_opts(Some(1e-2))) else {
+        return quickcheck::TestResult::discard(); // a tie: a zero margin
+    };
+    let alpha = 0.25 + alpha as f64 / 64.0;
+    let scaled = net.with_flat(&(net.flat() * alpha)).unwrap();
+    let mut layers = net.layers().to_vec();
+    let m = layers[0].outputs();
+    let shift = (seed % m as u64) as usize;
+    let perm: Vec<usize> = (0..m).map(|i| (i * 3 + shift) % m).collect();
+    let (w0, b0, w1) = (
+        layers[0].weight().clone(),
+        layers[0].bias().cloned(),
+        layers[1].weight().clone(),
+    );
+    layers[0] = Layer::new(w0.select_rows(&perm), b0.map(|b| b.select_rows(&perm))).unwrap();
+    layers[1] = Layer::new(w1.select_columns(&perm), None).unwrap();
+    let permuted = DeepNet::new(layers).unwrap();
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e-12);
+    let ok = [scaled, permuted].iter().all(|other| {
+        let c = certify_deep(other, &x, &labels, &deep_opts(Some(1e-2))).unwrap();
+        close(c.relative_upper, base.relative_upper) && close(c.relative_lower, base.relative_lower)
+    });
+    quickcheck::TestResult::from_bool(ok && base.lower <= base.upper)
+}
+
+#[test]
+fn the_deep_certificate_is_invariant_under_permutation_and_scale() {
+    quickcheck::QuickCheck::new()
+        .tests(40)
+        .max_tests(400)
+        .min_tests_passed(40)
+        .quickcheck(deep_invariances as fn(u64, u8) -> quickcheck::TestResult);
+}
