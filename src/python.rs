@@ -74,15 +74,15 @@ type Arrays<'py> = (
     Bound<'py, PyArray1<f64>>,
 );
 
+/// A matrix as a NumPy array of the same shape.
+fn matrix_array<'py>(py: Python<'py>, m: &DMatrix<f64>) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let rows: Vec<Vec<f64>> = m.row_iter().map(|r| r.iter().copied().collect()).collect();
+    PyArray2::from_vec2(py, &rows).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
 fn arrays<'py>(py: Python<'py>, net: &Network) -> PyResult<Arrays<'py>> {
-    let rows: Vec<Vec<f64>> = net
-        .w()
-        .row_iter()
-        .map(|r| r.iter().copied().collect())
-        .collect();
-    let w = PyArray2::from_vec2(py, &rows).map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok((
-        w,
+        matrix_array(py, net.w())?,
         PyArray1::from_slice(py, net.b().as_slice()),
         PyArray1::from_slice(py, net.v().as_slice()),
     ))
@@ -187,15 +187,8 @@ fn layer_arrays<'py>(py: Python<'py>, net: &DeepNet) -> PyResult<Vec<LayerArrays
     net.layers()
         .iter()
         .map(|layer| {
-            let rows: Vec<Vec<f64>> = layer
-                .weight()
-                .row_iter()
-                .map(|r| r.iter().copied().collect())
-                .collect();
-            let w =
-                PyArray2::from_vec2(py, &rows).map_err(|e| PyValueError::new_err(e.to_string()))?;
             let b = layer.bias().map(|b| PyArray1::from_slice(py, b.as_slice()));
-            Ok((w, b))
+            Ok((matrix_array(py, layer.weight())?, b))
         })
         .collect()
 }

@@ -23,10 +23,12 @@
 //! the judge.
 
 use crate::error::{Error, Result};
-use crate::kkt::deep::{certify_deep, DeepCertificate, DeepCertifyOptions};
+use crate::kkt::deep::{
+    all_constraints, certify_deep, cotangent, DeepCertificate, DeepCertifyOptions,
+};
 use crate::kkt::Verdict;
 use crate::linalg::lbfgs::minimize;
-use crate::model::deep::{DeepNet, Labels};
+use crate::model::deep::{flatten, DeepNet, Labels};
 use nalgebra::{DMatrix, DVector};
 use serde::Serialize;
 use std::time::Instant;
@@ -111,12 +113,12 @@ fn lagrangian(
     let mut h = vec![x.clone()];
     let mut active = Vec::new();
     for l in &layers[..layers.len() - 1] {
-        let u = apply(l.weight(), l.bias(), &h[h.len() - 1]);
+        let u = l.apply(&h[h.len() - 1]);
         active.push(u.map(|v| if v > 0.0 { 1.0 } else { 0.0 }));
         h.push(u.map(|v| v.max(0.0)));
     }
     let last = &layers[layers.len() - 1];
-    let f = apply(last.weight(), last.bias(), &h[h.len() - 1]);
+    let f = last.apply(&h[h.len() - 1]);
     let (q, cot) = margins_and_cotangent(&f, labels, lambda, rho);
     let penalty: f64 = q
         .iter()
@@ -139,25 +141,8 @@ fn lagrangian(
     }
     grads.reverse();
     let theta = net.flat();
-    let mut g = Vec::with_capacity(theta.len());
-    for (gw, gb) in &grads {
-        g.extend(gw.transpose().iter());
-        if let Some(gb) = gb {
-            g.extend(gb.iter());
-        }
-    }
-    let grad = &theta - DVector::from_vec(g);
+    let grad = &theta - flatten(grads.iter().map(|(gw, gb)| (gw, gb.as_ref())));
     (0.5 * theta.norm_squared() + penalty, grad, q)
-}
-
-fn apply(w: &DMatrix<f64>, b: Option<&DVector<f64>>, h: &DMatrix<f64>) -> DMatrix<f64> {
-    let mut u = h * w.transpose();
-    if let Some(b) = b {
-        for mut row in u.row_iter_mut() {
-            row += b.transpose();
-        }
-    }
-    u
 }
 
 /// Every constraint's margin, and the cotangent Σ_c w_c ∂q_c/∂f per point
@@ -169,28 +154,18 @@ fn margins_and_cotangent(
     rho: f64,
 ) -> (Vec<f64>, DMatrix<f64>) {
     let mut cot = DMatrix::zeros(f.nrows(), f.ncols());
-    let mut q = Vec::with_capacity(lambda.len());
-    let mut c = 0;
-    for i in 0..f.nrows() {
-        match labels {
-            Labels::Signs(y) => {
-                let qi = y[i] * f[(i, 0)];
-                cot[(i, 0)] = (lambda[c] + rho * (1.0 - qi)).max(0.0) * y[i];
-                q.push(qi);
-                c += 1;
-            }
-            Labels::Classes(y) => {
-                for j in (0..f.ncols()).filter(|&j| j != y[i]) {
-                    let qij = f[(i, y[i])] - f[(i, j)];
-                    let w = (lambda[c] + rho * (1.0 - qij)).max(0.0);
-                    cot[(i, y[i])] += w;
-                    cot[(i, j)] -= w;
-                    q.push(qij);
-                    c += 1;
-                }
-            }
-        }
-    }
+    let q = all_constraints(labels, f.ncols())
+        .into_iter()
+        .zip(lambda)
+        .map(|(c, l)| {
+            let a = cotangent(c, labels, f.ncols());
+            let q = a.dot(&f.row(c.point).transpose());
+            let w = (l + rho * (1.0 - q)).max(0.0);
+            let mut row = cot.row_mut(c.point);
+            row += a.transpose() * w;
+            q
+        })
+        .collect();
     (q, cot)
 }
 

@@ -123,14 +123,16 @@ fn fits(first: &Linear, second: &Linear) -> bool {
     bias1_ok && w2_ok && bias2_ok
 }
 
+/// `<prefix>.<leaf>`, or `leaf` for the empty prefix.
+fn join(prefix: &str, leaf: &str) -> String {
+    if prefix.is_empty() {
+        leaf.to_string()
+    } else {
+        format!("{prefix}.{leaf}")
+    }
+}
+
 fn names(prefix: &str, first: &Linear, second_prefix: &str, second: &Linear) -> TensorNames {
-    let join = |p: &str, leaf: &str| {
-        if p.is_empty() {
-            leaf.to_string()
-        } else {
-            format!("{p}.{leaf}")
-        }
-    };
     TensorNames {
         w: join(prefix, "weight"),
         b: first.bias.as_ref().map(|_| join(prefix, "bias")),
@@ -225,16 +227,9 @@ pub fn recognise_layers(f: &TensorFile) -> Result<Vec<LayerNames>> {
             )));
         }
         width = Some(rows);
-        let join = |leaf: &str| {
-            if prefix.is_empty() {
-                leaf.to_string()
-            } else {
-                format!("{prefix}.{leaf}")
-            }
-        };
         out.push(LayerNames {
-            weight: join("weight"),
-            bias: layer.bias.as_ref().map(|_| join("bias")),
+            weight: join(prefix, "weight"),
+            bias: layer.bias.as_ref().map(|_| join(prefix, "bias")),
         });
     }
     if out.len() < 2 {

@@ -48,7 +48,7 @@
 use crate::error::{Error, Result};
 use crate::kkt::Verdict;
 use crate::linalg::{product, qp_capped, Constraints, Finish};
-use crate::model::deep::{DeepNet, Labels};
+use crate::model::deep::{flatten, unflatten, DeepNet, Labels};
 use nalgebra::{DMatrix, DVector};
 use serde::Serialize;
 use std::time::Instant;
@@ -164,46 +164,25 @@ impl Params {
         }
     }
 
-    fn len(&self) -> usize {
-        self.w
-            .iter()
-            .zip(&self.b)
-            .map(|(w, b)| w.len() + b.as_ref().map_or(0, |b| b.len()))
-            .sum()
-    }
-
     /// The flat vector: per layer, W row-major then b.
     fn flat(&self) -> DVector<f64> {
-        let mut out = Vec::with_capacity(self.len());
-        for (w, b) in self.w.iter().zip(&self.b) {
-            out.extend(w.transpose().iter());
-            if let Some(b) = b {
-                out.extend(b.iter());
-            }
-        }
-        DVector::from_vec(out)
+        flatten(self.w.iter().zip(self.b.iter().map(Option::as_ref)))
     }
 
     /// The inverse of [`Params::flat`] in the shapes of `self`.
     fn unflat(&self, v: &DVector<f64>) -> Self {
-        let mut at = 0;
-        let mut take = |k: usize| {
-            let s = v.rows(at, k).into_owned();
-            at += k;
-            s
-        };
-        let mut w = Vec::new();
-        let mut b = Vec::new();
-        for (wl, bl) in self.w.iter().zip(&self.b) {
-            let (r, c) = wl.shape();
-            w.push(DMatrix::from_row_slice(r, c, take(r * c).as_slice()));
-            b.push(bl.as_ref().map(|bl| take(bl.len())));
-        }
+        let shapes = self
+            .w
+            .iter()
+            .zip(&self.b)
+            .map(|(w, b)| (w.shape(), b.as_ref().map(|b| b.len())));
+        let (w, b) = unflatten(shapes, v).into_iter().unzip();
         Self { w, b }
     }
 }
 
 /// One point's forward pass: every hidden layer's input h and pre-activation u.
+#[derive(Clone)]
 struct Pass {
     h: Vec<DVector<f64>>,
     u: Vec<DVector<f64>>,
@@ -261,14 +240,15 @@ fn tangent(p: &Params, t: &Params, pass: &Pass, s: &Slopes) -> DVector<f64> {
     dh
 }
 
-/// A margin constraint: point, rival class (None: scalar output), its cotangent.
+/// A margin constraint: point, rival class (None: scalar output).
 #[derive(Clone, Copy, Debug)]
-struct Constraint {
-    point: usize,
-    rival: Option<usize>,
+pub(crate) struct Constraint {
+    pub(crate) point: usize,
+    pub(crate) rival: Option<usize>,
 }
 
-fn cotangent(c: Constraint, labels: &Labels, outputs: usize) -> DVector<f64> {
+/// ∂q_c/∂f: y_i for a scalar output, e_{y_i} − e_j for classes.
+pub(crate) fn cotangent(c: Constraint, labels: &Labels, outputs: usize) -> DVector<f64> {
     let mut a = DVector::zeros(outputs);
     match (labels, c.rival) {
         (Labels::Signs(y), _) => a[0] = y[c.point],
@@ -285,15 +265,15 @@ fn margin_of(out: &DVector<f64>, c: Constraint, labels: &Labels) -> f64 {
     cotangent(c, labels, out.len()).dot(out)
 }
 
-/// Per point: its pass, its own slopes, and the near-kink neurons (layer, index).
+/// Per point: its near-kink neurons (layer, index) and whether a
+/// pre-activation is exactly 0.
 struct PointInfo {
-    pass: Pass,
-    slopes: Slopes,
     near: Vec<(usize, usize)>,
     exact_kink: bool,
 }
 
-fn point_info(p: &Params, x: &DVector<f64>, act_tol: f64) -> PointInfo {
+/// Point `i`'s own pass (the group of its true gradients) and its kinks.
+fn point_info(p: &Params, i: usize, x: &DVector<f64>, act_tol: f64) -> (Group, PointInfo) {
     let (pass, slopes) = forward(p, x, None);
     let mut near = Vec::new();
     let mut exact_kink = false;
@@ -307,12 +287,13 @@ fn point_info(p: &Params, x: &DVector<f64>, act_tol: f64) -> PointInfo {
             exact_kink |= v == 0.0;
         }
     }
-    PointInfo {
+    let group = Group {
+        point: i,
         pass,
         slopes,
-        near,
-        exact_kink,
-    }
+        own: true,
+    };
+    (group, PointInfo { near, exact_kink })
 }
 
 /// A point's pass under some slopes: the point's own, or a hull vertex.
@@ -365,14 +346,15 @@ pub fn certify_deep(
     let p = Params::of(net, scale);
     let theta = p.flat();
     let theta_norm_sq = theta.norm_squared();
-    let points: Vec<PointInfo> = (0..x.nrows())
-        .map(|i| point_info(&p, &x.row(i).transpose(), opts.act_tol))
-        .collect();
+    // The upper bound's columns: true gradients at points without an exact kink.
+    let (own, points): (Vec<Group>, Vec<PointInfo>) = (0..x.nrows())
+        .map(|i| point_info(&p, i, &x.row(i).transpose(), opts.act_tol))
+        .unzip();
     let outputs = net.layers().last().map_or(1, |l| l.outputs());
     let constraints = all_constraints(labels, outputs);
     let q: Vec<f64> = constraints
         .iter()
-        .map(|&c| margin_of(&points[c.point].pass.out, c, labels))
+        .map(|&c| margin_of(&own[c.point].pass.out, c, labels))
         .collect();
     let vertices_needed: usize = points
         .iter()
@@ -396,23 +378,12 @@ pub fn certify_deep(
             .filter(|d| d.is_finite())
             .map(|d| d * 0.5 * theta_norm_sq),
     };
-    // The upper bound's columns: true gradients at points without an exact kink.
-    let own: Vec<Group> = points
-        .iter()
-        .enumerate()
-        .map(|(i, pt)| Group {
-            point: i,
-            pass: forward(&p, &pt.pass.h[0], Some(&pt.slopes)).0,
-            slopes: pt.slopes.clone(),
-            own: true,
-        })
-        .collect();
     let usable: Vec<bool> = points.iter().map(|pt| !pt.exact_kink).collect();
     let upper_sol = problem.generate(&own, &usable, &[]);
     // The lower bound's columns: the hull at near-kink points, when there are any.
     let hull_needed = points.iter().any(|pt| !pt.near.is_empty()) && unpriced == 0;
     let lower_sol = if hull_needed {
-        let hull = hull_groups(&p, &points);
+        let hull = hull_groups(&p, &own, &points);
         // Warm: the upper bound's support, as the same constraints at each point's own slopes.
         let warm: Vec<usize> = upper_sol.working.iter().map(|c| c.constraint).collect();
         Some(problem.generate(&hull, &vec![true; points.len()], &warm))
@@ -427,13 +398,12 @@ pub fn certify_deep(
     let relative_complementarity = comp / (0.5 * theta_norm_sq);
     let lower = lower.min(upper);
     let (relative_upper, relative_lower) = (upper / theta_norm, lower / theta_norm);
-    let verdict = if relative_upper <= opts.tol && relative_complementarity <= opts.tol {
-        Verdict::Kkt
-    } else if relative_lower > opts.tol {
-        Verdict::NotKkt
-    } else {
-        Verdict::Undecided
-    };
+    let verdict = Verdict::of(
+        relative_lower,
+        relative_upper,
+        relative_complementarity,
+        opts.tol,
+    );
     Ok(DeepCertificate {
         upper,
         lower,
@@ -475,19 +445,23 @@ pub fn certify_deep(
 
 /// Every hull vertex of every point: the point's own slopes with its
 /// near-kink neurons' slopes set every way.
-fn hull_groups(p: &Params, points: &[PointInfo]) -> Vec<Group> {
-    points
-        .iter()
-        .enumerate()
-        .flat_map(|(i, pt)| {
-            vertices(&pt.slopes, &pt.near)
-                .into_iter()
-                .map(move |s| Group {
-                    point: i,
-                    pass: forward(p, &pt.pass.h[0], Some(&s)).0,
-                    own: s == pt.slopes,
+fn hull_groups(p: &Params, own: &[Group], points: &[PointInfo]) -> Vec<Group> {
+    own.iter()
+        .zip(points)
+        .flat_map(|(g, pt)| {
+            vertices(&g.slopes, &pt.near).into_iter().map(move |s| {
+                let own = s == g.slopes;
+                Group {
+                    point: g.point,
+                    pass: if own {
+                        g.pass.clone()
+                    } else {
+                        forward(p, &g.pass.h[0], Some(&s)).0
+                    },
+                    own,
                     slopes: s,
-                })
+                }
+            })
         })
         .collect()
 }
@@ -500,7 +474,9 @@ fn by_point(constraints: &[Constraint], n: usize) -> Vec<Vec<usize>> {
     out
 }
 
-fn all_constraints(labels: &Labels, outputs: usize) -> Vec<Constraint> {
+/// Every margin constraint, point by point (rivals in class order): the
+/// order of λ in the certificate and the polish.
+pub(crate) fn all_constraints(labels: &Labels, outputs: usize) -> Vec<Constraint> {
     match labels {
         Labels::Signs(y) => (0..y.len())
             .map(|i| Constraint {

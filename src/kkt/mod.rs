@@ -169,6 +169,21 @@ pub enum Verdict {
     Undecided,
 }
 
+impl Verdict {
+    /// The verdict of a relative bracket [lower, upper] on ε and a relative
+    /// complementarity, at tolerance `tol`: `kkt` needs both ends of the
+    /// KKT conditions within it, `not_kkt` a lower bound above it.
+    pub fn of(relative_lower: f64, relative_upper: f64, complementarity: f64, tol: f64) -> Self {
+        if relative_upper <= tol && complementarity <= tol {
+            Verdict::Kkt
+        } else if relative_lower > tol {
+            Verdict::NotKkt
+        } else {
+            Verdict::Undecided
+        }
+    }
+}
+
 /// Residual norms per parameter block.
 #[derive(Clone, Debug, Serialize)]
 pub struct BlockResiduals {

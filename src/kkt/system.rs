@@ -667,13 +667,7 @@ impl<'a> KktSystem<'a> {
         let comp = 2.0 * self.c.dot(&z.rows(0, n)) / theta_sq;
         let relative_upper = upper / theta_norm;
         let relative_lower = lower.min(upper) / theta_norm;
-        let verdict = if relative_upper <= opts.tol && comp <= opts.tol {
-            Verdict::Kkt
-        } else if relative_lower > opts.tol {
-            Verdict::NotKkt
-        } else {
-            Verdict::Undecided
-        };
+        let verdict = Verdict::of(relative_lower, relative_upper, comp, opts.tol);
         Certificate {
             norm,
             scale: self.scale,

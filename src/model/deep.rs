@@ -22,7 +22,7 @@
 //! which layer breaks it.
 
 use crate::error::{Error, Result};
-use crate::model::net::{median_sorted, Network};
+use crate::model::net::{MarginSummary, Network};
 use nalgebra::{DMatrix, DVector};
 use serde::Serialize;
 
@@ -88,7 +88,7 @@ impl Layer {
     }
 
     /// `H Wᵀ + 1 bᵀ` for a batch H \[n, in\], one point per row.
-    fn apply(&self, h: &DMatrix<f64>) -> DMatrix<f64> {
+    pub(crate) fn apply(&self, h: &DMatrix<f64>) -> DMatrix<f64> {
         let mut out = h * self.weight.transpose();
         if let Some(b) = &self.bias {
             for mut row in out.row_iter_mut() {
@@ -311,14 +311,7 @@ impl DeepNet {
 
     /// θ flattened: per layer, W row-major, then b when present.
     pub fn flat(&self) -> DVector<f64> {
-        let mut out = Vec::with_capacity(self.num_params());
-        for l in &self.layers {
-            out.extend(l.weight.transpose().iter());
-            if let Some(b) = &l.bias {
-                out.extend(b.iter());
-            }
-        }
-        DVector::from_vec(out)
+        flatten(self.layers.iter().map(|l| (&l.weight, l.bias.as_ref())))
     }
 
     /// A net of the same shapes (and biases) with parameters `theta`, in
@@ -331,21 +324,13 @@ impl DeepNet {
                 self.num_params()
             )));
         }
-        let mut at = 0;
-        let mut take = |k: usize| {
-            let s = theta.rows(at, k).into_owned();
-            at += k;
-            s
-        };
-        let layers = self
+        let shapes = self
             .layers
             .iter()
-            .map(|l| {
-                let (r, c) = l.weight.shape();
-                let w = DMatrix::from_row_slice(r, c, take(r * c).as_slice());
-                let b = l.bias.as_ref().map(|b| take(b.len()));
-                Layer::new(w, b)
-            })
+            .map(|l| (l.weight.shape(), l.bias.as_ref().map(|b| b.len())));
+        let layers = unflatten(shapes, theta)
+            .into_iter()
+            .map(|(w, b)| Layer::new(w, b))
             .collect::<Result<Vec<_>>>()?;
         Self::new(layers)
     }
@@ -441,6 +426,42 @@ impl DeepNet {
     }
 }
 
+/// θ flattened from per-layer blocks (W, b): W row-major, then b when
+/// present — the one order in which every module flattens a deep net.
+pub(crate) fn flatten<'a>(
+    blocks: impl IntoIterator<Item = (&'a DMatrix<f64>, Option<&'a DVector<f64>>)>,
+) -> DVector<f64> {
+    let mut out = Vec::new();
+    for (w, b) in blocks {
+        out.extend(w.transpose().iter());
+        if let Some(b) = b {
+            out.extend(b.iter());
+        }
+    }
+    DVector::from_vec(out)
+}
+
+/// The inverse of [`flatten`]: `v` cut into blocks of the given weight
+/// shapes and bias lengths. The caller guarantees the lengths add up.
+pub(crate) fn unflatten(
+    shapes: impl IntoIterator<Item = ((usize, usize), Option<usize>)>,
+    v: &DVector<f64>,
+) -> Vec<(DMatrix<f64>, Option<DVector<f64>>)> {
+    let mut at = 0;
+    let mut take = |k: usize| {
+        let s = v.rows(at, k).into_owned();
+        at += k;
+        s
+    };
+    shapes
+        .into_iter()
+        .map(|((r, c), bias)| {
+            let w = DMatrix::from_row_slice(r, c, take(r * c).as_slice());
+            (w, bias.map(&mut take))
+        })
+        .collect()
+}
+
 /// Summary statistics of a deep net on labelled points.
 #[derive(Clone, Debug, Serialize)]
 pub struct DeepEvaluation {
@@ -474,32 +495,26 @@ impl DeepEvaluation {
     /// Evaluates `net` on `x` with `labels`.
     pub fn of(net: &DeepNet, x: &DMatrix<f64>, labels: &Labels) -> Result<Self> {
         let margins = net.margins(x, labels)?;
-        let mut q = margins.clone();
-        q.sort_by(f64::total_cmp);
-        let n = q.len();
-        if n == 0 {
-            return Err(Error::param("X", "no points"));
-        }
-        let errors = q.iter().filter(|&&v| v <= 0.0).count();
+        let m = MarginSummary::of(&margins)?;
         let norm_sq = net.norm_sq();
         let homogeneity = net.homogeneity();
         let normalized_margin = homogeneity.degree().map(|deg| {
             if norm_sq > 0.0 {
-                q[0] / norm_sq.powf(deg as f64 / 2.0)
+                m.min / norm_sq.powf(deg as f64 / 2.0)
             } else {
                 0.0
             }
         });
         Ok(Self {
-            n,
-            accuracy: 1.0 - errors as f64 / n as f64,
-            errors,
+            n: m.n,
+            accuracy: m.accuracy,
+            errors: m.errors,
             hidden_layers: net.hidden_layers(),
             output: net.output(),
             homogeneity,
-            min_margin: q[0],
-            median_margin: median_sorted(&q),
-            max_margin: q[n - 1],
+            min_margin: m.min,
+            median_margin: m.median,
+            max_margin: m.max,
             norm_sq,
             normalized_margin,
             margins,

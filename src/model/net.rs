@@ -494,20 +494,49 @@ impl Evaluation {
     /// Evaluates `net` on `data`.
     pub fn of(net: &Network, data: &Dataset) -> Result<Self> {
         net.check_dim(data)?;
-        let mut q = net.margins(data);
-        let errors = q.iter().filter(|&&v| v <= 0.0).count();
+        let m = MarginSummary::of(&net.margins(data))?;
+        let norm_sq = net.norm_sq();
+        Ok(Self {
+            n: m.n,
+            accuracy: m.accuracy,
+            errors: m.errors,
+            min_margin: m.min,
+            median_margin: m.median,
+            max_margin: m.max,
+            norm_sq,
+            normalized_margin: if norm_sq > 0.0 { m.min / norm_sq } else { 0.0 },
+        })
+    }
+}
+
+/// What an evaluation reports of a set of margins (either network model):
+/// a margin ≤ 0 is an error, ties included.
+pub(crate) struct MarginSummary {
+    pub n: usize,
+    pub accuracy: f64,
+    pub errors: usize,
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+impl MarginSummary {
+    /// The summary of `margins`, which must not be empty.
+    pub(crate) fn of(margins: &[f64]) -> Result<Self> {
+        let mut q = margins.to_vec();
         q.sort_by(f64::total_cmp);
         let n = q.len();
-        let norm_sq = net.norm_sq();
+        if n == 0 {
+            return Err(Error::param("X", "no points"));
+        }
+        let errors = q.iter().filter(|&&v| v <= 0.0).count();
         Ok(Self {
             n,
             accuracy: 1.0 - errors as f64 / n as f64,
             errors,
-            min_margin: q[0],
-            median_margin: median_sorted(&q),
-            max_margin: q[n - 1],
-            norm_sq,
-            normalized_margin: if norm_sq > 0.0 { q[0] / norm_sq } else { 0.0 },
+            min: q[0],
+            median: median_sorted(&q),
+            max: q[n - 1],
         })
     }
 }
