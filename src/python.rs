@@ -7,6 +7,9 @@
 //! the GIL released; library errors become `ValueError` with the CLI's
 //! message.
 
+use crate::distance::deep::{
+    DeepDistanceOptions, DeepDistanceSolver, DeepPointDistance, InputBox, Side,
+};
 use crate::distance::{DistanceOptions, DistanceSolver, PointDistance};
 use crate::error::Error;
 use crate::fit::deep::{polish_deep, DeepPolishOptions};
@@ -165,6 +168,14 @@ fn deep_problem(
     x: &PyReadonlyArray2<f64>,
     y: &PyReadonlyArray1<f64>,
 ) -> PyResult<(DeepNet, DMatrix<f64>, Labels)> {
+    let net = deep_net(layers)?;
+    let labels = Labels::for_output(&y.as_array().to_vec(), net.output())
+        .map_err(|m| PyValueError::new_err(format!("invalid parameter `y`: {m}")))?;
+    Ok((net, matrix(x, "X")?, labels))
+}
+
+/// A deep net from `[(W, b or None), …]`.
+fn deep_net(layers: &PyLayers<'_>) -> PyResult<DeepNet> {
     let layers = layers
         .iter()
         .enumerate()
@@ -176,10 +187,7 @@ fn deep_problem(
             .map_err(value_error)
         })
         .collect::<PyResult<Vec<_>>>()?;
-    let net = DeepNet::new(layers).map_err(value_error)?;
-    let labels = Labels::for_output(&y.as_array().to_vec(), net.output())
-        .map_err(|m| PyValueError::new_err(format!("invalid parameter `y`: {m}")))?;
-    Ok((net, matrix(x, "X")?, labels))
+    DeepNet::new(layers).map_err(value_error)
 }
 
 /// A deep net's layers as `[(W, b or None), …]` NumPy arrays.
@@ -277,14 +285,67 @@ fn distance_json(
     py.detach(|| {
         net.check_dim(&data)?;
         let solver = DistanceSolver::new(&net).with_references(&data);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads.unwrap_or(0))
-            .build()
-            .map_err(|e| Error::param("threads", e.to_string()))?;
+        let pool = crate::jobs::thread_pool(threads)?;
         let points: Vec<PointDistance> = pool.install(|| {
             indices
                 .par_iter()
                 .map(|&i| solver.distance(&data.point(i), i, data.y()[i], &opts))
+                .collect::<crate::Result<_>>()
+        })?;
+        to_json(&points)
+    })
+    .map_err(value_error)
+}
+
+/// The deep search's `points` (`distance --json` of a deep net): leave
+/// each point's label when `y` is given, its predicted class otherwise.
+#[pyfunction]
+#[pyo3(signature = (layers, x, y, indices, time_limit, max_nodes, threads, box_bounds, target))]
+#[allow(clippy::too_many_arguments)]
+fn distance_deep_json(
+    py: Python<'_>,
+    layers: PyLayers<'_>,
+    x: PyReadonlyArray2<f64>,
+    y: Option<PyReadonlyArray1<f64>>,
+    indices: Vec<usize>,
+    time_limit: Option<f64>,
+    max_nodes: Option<usize>,
+    threads: Option<usize>,
+    box_bounds: Option<(PyReadonlyArray1<f64>, PyReadonlyArray1<f64>)>,
+    target: Option<usize>,
+) -> PyResult<String> {
+    let net = deep_net(&layers)?;
+    let x = matrix(&x, "X")?;
+    net.check_dim(&x).map_err(value_error)?;
+    let labels = y
+        .map(|y| Labels::for_output(&y.as_array().to_vec(), net.output()))
+        .transpose()
+        .map_err(|m| PyValueError::new_err(format!("invalid parameter `y`: {m}")))?;
+    if let Some(&i) = indices.iter().find(|&&i| i >= x.nrows()) {
+        return Err(PyValueError::new_err(format!(
+            "invalid parameter `indices`: {i} ≥ n = {}",
+            x.nrows()
+        )));
+    }
+    let input_box = box_bounds
+        .map(|(lo, hi)| InputBox::new(vector(&lo), vector(&hi)))
+        .transpose()
+        .map_err(value_error)?;
+    let opts = DeepDistanceOptions {
+        max_nodes: max_nodes.unwrap_or(DeepDistanceOptions::default().max_nodes),
+        time_limit,
+        input_box,
+        target,
+        ..Default::default()
+    };
+    let side = |i: usize| labels.as_ref().map(|l| Side::of_label(l, i));
+    py.detach(|| {
+        let solver = DeepDistanceSolver::new(&net).with_references(&x);
+        let pool = crate::jobs::thread_pool(threads)?;
+        let points: Vec<DeepPointDistance> = pool.install(|| {
+            indices
+                .par_iter()
+                .map(|&i| solver.distance(&x.row(i).transpose(), i, side(i), &opts))
                 .collect::<crate::Result<_>>()
         })?;
         to_json(&points)
@@ -376,6 +437,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(certify_deep_json, m)?)?;
     m.add_function(wrap_pyfunction!(polish_deep_json, m)?)?;
     m.add_function(wrap_pyfunction!(distance_json, m)?)?;
+    m.add_function(wrap_pyfunction!(distance_deep_json, m)?)?;
     m.add_function(wrap_pyfunction!(polish_json, m)?)?;
     m.add_function(wrap_pyfunction!(attack_json, m)?)?;
     m.add_function(wrap_pyfunction!(merge, m)?)?;

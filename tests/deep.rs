@@ -493,3 +493,73 @@ fn the_deep_certificate_is_invariant_under_permutation_and_scale() {
         .min_tests_passed(40)
         .quickcheck(deep_invariances as fn(u64, u8) -> quickcheck::TestResult);
 }
+
+/// `distance` on a deep 3-class state dict with biases everywhere: every
+/// point exact inside the box, each witness flips the prediction under
+/// this file's own forward pass at the reported distance; bad options
+/// exit 2 naming them.
+#[test]
+fn distance_of_a_deep_multiclass_state_dict_is_exact_and_its_witnesses_flip() {
+    let case = three_hidden(&[true, true, true, true]);
+    let out = case.dir.path().join("distance.json");
+    let (net, data) = (case.net(), case.data());
+    let common = ["distance", "--net", s(&net), "--data", s(&data)];
+    ok(&[
+        &common[..],
+        &["--indices", "0:12", "--box", "-3:3", "--json", s(&out)],
+    ]
+    .concat());
+    let j = read_json(&out);
+    let points = j["points"].as_array().unwrap();
+    assert_eq!(points.len(), 12);
+    for p in points {
+        let i = p["index"].as_u64().unwrap() as usize;
+        assert_eq!(p["status"], "exact", "point {i}: {p}");
+        let f0 = forward(&case.layers, &case.x[i]);
+        let c = (0..3).max_by(|&a, &b| f0[a].total_cmp(&f0[b])).unwrap();
+        assert_eq!(p["leaves"], c as i64);
+        let w: Vec<f64> = p["witness"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert!(
+            w.iter().all(|v| (-3.0..=3.0).contains(v)),
+            "point {i} leaves the box"
+        );
+        let f = forward(&case.layers, &w);
+        let rival = (0..3)
+            .filter(|&j| j != c)
+            .map(|j| f[j])
+            .fold(f64::NEG_INFINITY, f64::max);
+        assert!(rival >= f[c], "point {i}: the witness keeps class {c}");
+        let dist = w
+            .iter()
+            .zip(&case.x[i])
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let (lower, upper) = (p["lower"].as_f64().unwrap(), p["upper"].as_f64().unwrap());
+        assert!(
+            (dist - upper).abs() <= 1e-12 * upper.max(1.0),
+            "point {i}: {dist} vs {upper}"
+        );
+        assert!(
+            upper - lower <= 1e-9 * upper.max(1.0),
+            "point {i}: [{lower}, {upper}]"
+        );
+    }
+    fails_with(
+        &[&common[..], &["--box", "1:0"]].concat(),
+        &["--box", "LO:HI"],
+    );
+    fails_with(
+        &[&common[..], &["--target", "3"]].concat(),
+        &["target", "class 3"],
+    );
+    fails_with(
+        &[&common[..], &["--box", "0:1"]].concat(),
+        &["box", "outside"],
+    );
+}

@@ -184,10 +184,40 @@ def certify(W, b=None, v=None, X=None, y=None, norm="l2", tol=1e-4, delta=None, 
     return json.loads(out)
 
 
-def distance(W, b, v, X, indices=None, time_limit=60.0, max_nodes=None, threads=None, y=None, c=0.0):
+def distance(W, b=None, v=None, X=None, indices=None, time_limit=60.0, max_nodes=None, threads=None, y=None,
+             c=0.0, box=None, target=None):
     """Certified exact minimal ℓ2 flip distances: the ``points`` of
-    ``kktcert distance --json``. ``y`` (the labels reported) defaults to the
-    net's own signs; ``c`` is an output bias."""
+    ``kktcert distance --json``.
+
+    ``distance(W, b, v, X)`` for the two-layer net (``y``, the labels
+    reported, defaults to the net's own signs; ``c`` is an output bias).
+
+    ``distance(net, X, y=None, box=None, target=None, ...)`` for a
+    :class:`Net` or a torch ``nn.Sequential`` of any depth and output: the
+    least ‖δ‖ for which the class of ``x + δ`` leaves ``y`` (default: the
+    class predicted at ``x``), optionally to class ``target`` only, with
+    ``x + δ`` inside ``box = (lo, hi)`` (scalars or arrays of length d).
+    Each dict has ``status``, ``lower``, ``upper``, ``witness``,
+    ``witness_class``, ``witness_margin``, ``nodes`` and ``seconds``.
+    The two-layer form with ``box`` or ``target`` runs the same search."""
+    net = _as_net(W)
+    if net is None and (box is not None or target is not None):
+        W, b, v = _net(W, b, v)
+        last = (v[None, :].copy(), np.array([float(c)]) if c else None)
+        net, b = Net.from_layers([(W, b), last]), X
+    if net is not None:
+        X = _f64(b if X is None else X, "X", 2)
+        idx = list(range(X.shape[0])) if indices is None else [int(i) for i in indices]
+        bounds = None
+        if box is not None:
+            lo, hi = box
+            d = X.shape[1]
+            bounds = (np.broadcast_to(np.asarray(lo, dtype=np.float64), (d,)).copy(),
+                      np.broadcast_to(np.asarray(hi, dtype=np.float64), (d,)).copy())
+        labels = None if y is None else _f64(y, "y", 1)
+        out = _native.distance_deep_json(net.layers, X, labels, idx, time_limit, max_nodes, threads, bounds,
+                                         None if target is None else int(target))
+        return json.loads(out)
     W, b, v = _net(W, b, v)
     X = _f64(X, "X", 2)
     if y is None:

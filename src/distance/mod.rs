@@ -85,6 +85,7 @@
 //! primal point, re-checked by a fresh forward pass before it becomes the
 //! incumbent.
 
+pub mod deep;
 mod node;
 pub mod shor;
 mod tree;
@@ -557,8 +558,18 @@ pub struct DistanceSummary {
 impl DistanceSummary {
     /// Summarises per-point results (distances taken from `upper`).
     pub fn of(points: &[PointDistance]) -> Self {
-        let count = |st| points.iter().filter(|p| p.status == st).count();
-        let mut v: Vec<f64> = points.iter().filter_map(|p| p.upper).collect();
+        Self::tally(points.iter().map(|p| (p.status, p.upper)).collect())
+    }
+
+    /// Summarises a deep net's per-point results.
+    pub fn of_deep(points: &[deep::DeepPointDistance]) -> Self {
+        Self::tally(points.iter().map(|p| (p.status, p.upper)).collect())
+    }
+
+    /// The summary of (status, upper end) pairs.
+    fn tally(points: Vec<(Status, Option<f64>)>) -> Self {
+        let count = |st| points.iter().filter(|p| p.0 == st).count();
+        let mut v: Vec<f64> = points.iter().filter_map(|p| p.1).collect();
         v.sort_by(f64::total_cmp);
         Self {
             count: points.len(),

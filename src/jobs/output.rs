@@ -3,6 +3,7 @@
 //! other programs can rely on their shape (docs/FORMATS.md).
 
 use super::shard::ShardInfo;
+use crate::distance::deep::DeepPointDistance;
 use crate::distance::{DistanceSummary, PointDistance};
 use crate::paper::attack::AttackReport;
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,26 @@ impl DistanceOutput {
         Self {
             shard,
             summary: DistanceSummary::of(&points),
+            points,
+        }
+    }
+}
+
+/// `distance --json` on a deep or multi-class net (or with `--box` or
+/// `--target`): the summary and one record per point.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeepDistanceOutput {
+    /// Counts by status and the distances' median, min and max.
+    pub summary: DistanceSummary,
+    /// One record per point, by index.
+    pub points: Vec<DeepPointDistance>,
+}
+
+impl DeepDistanceOutput {
+    /// The output for `points`, summarised.
+    pub fn new(points: Vec<DeepPointDistance>) -> Self {
+        Self {
+            summary: DistanceSummary::of_deep(&points),
             points,
         }
     }

@@ -282,3 +282,91 @@ def test_polish_returns_a_net_whose_certificate_it_reports():
     assert again["upper"] == pytest.approx(rep["certificate"]["upper"], rel=1e-9)
     start = kktcert.certify(net, X, y, act_tol=1e-4)
     assert rep["certificate"]["relative_upper"] < start["relative_upper"]
+
+
+def ldp(G, h):
+    """min ||x|| s.t. G x >= h by Lawson-Hanson through SciPy's nnls; None if empty."""
+    from scipy.optimize import nnls
+
+    d = G.shape[1]
+    E = np.vstack([G.T, h[None, :]])
+    f = np.zeros(d + 1)
+    f[d] = 1.0
+    u, _ = nnls(E, f, maxiter=50 * E.shape[1])
+    r = E @ u - f
+    if r[d] >= -1e-12:
+        return None
+    x = -r[:d] / r[d]
+    return x if np.all(G @ x - h >= -1e-9 * (1 + np.abs(h).max())) else None
+
+
+def brute_distance(layers, x0, lo, hi):
+    """The exact distance to a change of the predicted class inside [lo, hi]^d:
+    one LDP per activation pattern and rival class (SciPy's nnls)."""
+    d = len(x0)
+    c = int(np.argmax(numpy_forward(layers, x0[None, :])[0]))
+    n = sum(W.shape[0] for W, _ in layers[:-1])
+    best = np.inf
+    for mask in range(1 << n):
+        rows, rhs, at = [], [], 0
+        S, s = np.eye(d), x0.copy()
+        for W, b in layers[:-1]:
+            P, q = W @ S, W @ s + (0.0 if b is None else b)
+            on = np.array([(mask >> (at + j)) & 1 for j in range(W.shape[0])], dtype=bool)
+            sign = np.where(on, 1.0, -1.0)
+            rows.append(sign[:, None] * P)
+            rhs.append(-sign * q)
+            S, s = P * on[:, None], q * on
+            at += W.shape[0]
+        W, b = layers[-1]
+        F, f = W @ S, W @ s + (0.0 if b is None else b)
+        box_rows = np.vstack([np.eye(d), -np.eye(d)])
+        box_rhs = np.concatenate([lo - x0, x0 - hi])
+        for j in range(W.shape[0]):
+            if j == c:
+                continue
+            G = np.vstack(rows + [box_rows, (F[j] - F[c])[None, :]])
+            h = np.concatenate(rhs + [box_rhs, [-(f[j] - f[c])]])
+            x = ldp(G, h)
+            if x is not None:
+                best = min(best, np.linalg.norm(x))
+    return best
+
+
+def test_deep_distances_equal_brute_force_with_scipy():
+    rng = np.random.default_rng(5)
+    layers = [(rng.normal(size=(4, 3)), rng.normal(size=4) * 0.3),
+              (rng.normal(size=(4, 4)), rng.normal(size=4) * 0.3),
+              (rng.normal(size=(3, 4)), rng.normal(size=3) * 0.3)]
+    net = kktcert.Net.from_layers(layers)
+    X = rng.uniform(-1, 1, size=(8, 3))
+    points = kktcert.distance(net, X, box=(-1.5, 1.5))
+    for x, p in zip(X, points):
+        truth = brute_distance(layers, x, np.full(3, -1.5), np.full(3, 1.5))
+        assert p["status"] == "exact", p
+        assert abs(p["upper"] - truth) <= 1e-7 * max(1.0, truth), (p["upper"], truth)
+        assert p["lower"] <= truth + 1e-9
+        w = np.array(p["witness"])
+        f = numpy_forward(layers, w[None, :])[0]
+        c = int(np.argmax(numpy_forward(layers, x[None, :])[0]))
+        assert p["leaves"] == c and p["witness_class"] != c
+        assert f[p["witness_class"]] >= f[c]
+
+
+def test_deep_distance_from_torch_matches_the_net():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 10), torch.nn.ReLU(), torch.nn.Linear(10, 10), torch.nn.ReLU(),
+                                torch.nn.Linear(10, 4)).double()
+    X = np.random.default_rng(1).uniform(-1, 1, size=(6, 6))
+    via_torch = kktcert.distance(model, X, box=(-4.0, 4.0))
+    via_net = kktcert.distance(kktcert.Net.from_torch(model), X, box=(-4.0, 4.0))
+    assert sum(p["status"] == "exact" for p in via_net) >= 3
+    for a, b in zip(via_torch, via_net):
+        assert a["status"] == b["status"] and a["status"] in ("exact", "no_flip")
+        assert a["upper"] == b["upper"]
+        if a["status"] == "no_flip":
+            continue
+        w = torch.tensor([a["witness"]], dtype=torch.float64)
+        f = model(w)[0].detach().numpy()
+        assert f[a["witness_class"]] >= f[a["leaves"]]
