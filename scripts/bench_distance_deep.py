@@ -314,6 +314,12 @@ def summarise(name, variant, acc, ours, peers):
         diffs = [abs(res[i]["upper"] - ours[i]["upper"]) / max(1.0, ours[i]["upper"])
                  for i in solved if ours[i]["status"] == "exact" and res[i]["upper"] is not None]
         row[f"{peer}_max_rel_diff"] = max(diffs) if diffs else None
+        # points SCIP brackets to 1e-4 (not 1e-6): how close its flip is to kktcert's distance
+        near = [(r, p) for r, p in zip(res, ours) if r["upper"] is not None and p["status"] == "exact"
+                and r["upper"] - r["lower"] <= 1e-4 * r["upper"]]
+        row[f"{peer}_bracketed_1e-4"] = len(near)
+        row[f"{peer}_bracketed_max_rel_diff"] = max(
+            (abs(r["upper"] - p["upper"]) / max(1.0, p["upper"]) for r, p in near), default=None)
         # a proven SCIP bound above kktcert's witness, or a SCIP flip below kktcert's lower bound
         row[f"{peer}_conflicts"] = sum(
             1 for r, p in zip(res, ours)
@@ -333,6 +339,9 @@ def print_row(row):
                      f"{row[f'{peer}_median_s']:.3f}s, ratio {'-' if ratio is None else f'{ratio:.1f}x'}"
                      f"{' (lower bound)' if row[f'{peer}_proven'] < row['points'] else ''}, "
                      f"max rel diff {'-' if diff is None else f'{diff:.1e}'}, conflicts {row[f'{peer}_conflicts']}")
+            near = row[f"{peer}_bracketed_max_rel_diff"]
+            text += (f", bracketed to 1e-4 on {row[f'{peer}_bracketed_1e-4']} "
+                     f"(its flips within {'-' if near is None else f'{near:.1e}'} of kktcert's)")
     print(text)
 
 

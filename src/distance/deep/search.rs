@@ -183,10 +183,10 @@ impl<'a> DeepDistanceSolver<'a> {
         let scores: Vec<(i64, DVector<f64>)> = match side {
             Side::Sign(s) => vec![(-s as i64, DVector::from_element(1, -s))],
             Side::Class(leave) => {
-                if let Some(t) = target.filter(|&t| t == leave || t >= c) {
+                if let Some(t) = target.filter(|&t| t >= c) {
                     return Err(Error::param(
                         "target",
-                        format!("class {t}, expected a class 0…{} other than {leave}", c - 1),
+                        format!("class {t}, expected a class 0…{}", c - 1),
                     ));
                 }
                 (0..c)
@@ -259,6 +259,14 @@ impl<'a> DeepDistanceSolver<'a> {
             res.seconds = t0.elapsed().as_secs_f64();
             return Ok(res);
         };
+        if let (Side::Class(c), Some(t)) = (side, opts.target) {
+            if c == t {
+                return Err(Error::param(
+                    "target",
+                    format!("class {t} is the class point {index} leaves; a flip cannot reach it"),
+                ));
+            }
+        }
         let goals = self.goals(side, opts.target)?;
         let mut search = Search::new(self, x0, goals, opts);
         search.run(opts, t0, &mut res);
