@@ -16,6 +16,7 @@ use crate::fit::deep::{polish_deep, DeepPolishOptions};
 use crate::fit::polish::{polish, PolishMode, PolishOptions};
 use crate::io::checkpoint::{load_deep, Checkpoint, LoadOptions};
 use crate::io::layout::TensorNames;
+use crate::jobs::par_map;
 use crate::kkt::deep::{certify_deep, DeepCertifyOptions};
 use crate::kkt::{certificates_json, certify, parse_norms, CertifyOptions};
 use crate::model::data::{Dataset, Means};
@@ -26,7 +27,6 @@ use nalgebra::{DMatrix, DVector};
 use numpy::{PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyFileNotFoundError, PyMemoryError, PyValueError};
 use pyo3::prelude::*;
-use rayon::prelude::*;
 use std::path::Path;
 
 /// The Python exception that fits: a missing file is `FileNotFoundError`,
@@ -285,12 +285,8 @@ fn distance_json(
     py.detach(|| {
         net.check_dim(&data)?;
         let solver = DistanceSolver::new(&net).with_references(&data);
-        let pool = crate::jobs::thread_pool(threads)?;
-        let points: Vec<PointDistance> = pool.install(|| {
-            indices
-                .par_iter()
-                .map(|&i| solver.distance(&data.point(i), i, data.y()[i], &opts))
-                .collect::<crate::Result<_>>()
+        let points: Vec<PointDistance> = par_map(threads, &indices, |i| {
+            solver.distance(&data.point(i), i, data.y()[i], &opts)
         })?;
         to_json(&points)
     })
@@ -341,12 +337,8 @@ fn distance_deep_json(
     let side = |i: usize| labels.as_ref().map(|l| Side::of_label(l, i));
     py.detach(|| {
         let solver = DeepDistanceSolver::new(&net).with_references(&x);
-        let pool = crate::jobs::thread_pool(threads)?;
-        let points: Vec<DeepPointDistance> = pool.install(|| {
-            indices
-                .par_iter()
-                .map(|&i| solver.distance(&x.row(i).transpose(), i, side(i), &opts))
-                .collect::<crate::Result<_>>()
+        let points: Vec<DeepPointDistance> = par_map(threads, &indices, |i| {
+            solver.distance(&x.row(i).transpose(), i, side(i), &opts)
         })?;
         to_json(&points)
     })

@@ -10,13 +10,12 @@ use kktcert::io::checkpoint::load_deep;
 use kktcert::io::fixture::load_points;
 use kktcert::io::tensors::write_json;
 use kktcert::jobs::output::{DeepDistanceOutput, DistanceOutput};
+use kktcert::jobs::par_map;
 use kktcert::jobs::shard::{Shard, ShardInfo, ShardKind};
-use kktcert::jobs::thread_pool;
 use kktcert::model::data::{Dataset, Fixture};
 use kktcert::model::deep::DeepNet;
 use kktcert::paper::attack::universal_direction;
 use kktcert::{Error, Result};
-use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -225,16 +224,11 @@ fn run_deep(net: &DeepNet, a: &Args, quiet: bool) -> Result<()> {
     };
     let side = |i: usize| a.from_labels.then(|| Side::of_label(&labels, i));
     let solver = DeepDistanceSolver::new(net).with_references(&x);
-    let pool = thread_pool(a.threads)?;
     let bar = progress(idx.len() as u64, quiet, "distance");
-    let points: Vec<DeepPointDistance> = pool.install(|| {
-        idx.par_iter()
-            .map(|&i| {
-                let r = solver.distance(&x.row(i).transpose(), i, side(i), &opts);
-                bar.inc(1);
-                r
-            })
-            .collect::<Result<Vec<_>>>()
+    let points = par_map(a.threads, &idx, |i| {
+        let r = solver.distance(&x.row(i).transpose(), i, side(i), &opts);
+        bar.inc(1);
+        r
     })?;
     bar.finish_and_clear();
     print_deep_points(&points);
@@ -280,16 +274,11 @@ pub fn run(a: Args, quiet: bool) -> Result<()> {
         quadratic_iterations: a.quadratic_iterations,
         ..Default::default()
     };
-    let pool = thread_pool(a.threads)?;
     let bar = progress(idx.len() as u64, quiet, "distance");
-    let points: Vec<PointDistance> = pool.install(|| {
-        idx.par_iter()
-            .map(|&i| {
-                let r = solver.distance(&data.point(i), i, data.y()[i], &opts);
-                bar.inc(1);
-                r
-            })
-            .collect::<Result<Vec<_>>>()
+    let points = par_map(a.threads, &idx, |i| {
+        let r = solver.distance(&data.point(i), i, data.y()[i], &opts);
+        bar.inc(1);
+        r
     })?;
     bar.finish_and_clear();
     print_points(&points);

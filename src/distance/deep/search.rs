@@ -176,8 +176,9 @@ impl<'a> DeepDistanceSolver<'a> {
         }
     }
 
-    /// The goals of leaving `side`: one per rival class (or the target).
-    fn goals(&self, side: Side, target: Option<usize>) -> Result<Vec<Goal>> {
+    /// The goals of point `index` leaving `side`: one per rival class (or
+    /// the target).
+    fn goals(&self, side: Side, target: Option<usize>, index: usize) -> Result<Vec<Goal>> {
         let out = &self.net.layers()[self.net.hidden_layers()];
         let c = out.outputs();
         let scores: Vec<(i64, DVector<f64>)> = match side {
@@ -187,6 +188,12 @@ impl<'a> DeepDistanceSolver<'a> {
                     return Err(Error::param(
                         "target",
                         format!("class {t}, expected a class 0…{}", c - 1),
+                    ));
+                }
+                if target == Some(leave) {
+                    return Err(Error::param(
+                        "target",
+                        format!("class {leave} is the class point {index} leaves; a flip cannot reach it"),
                     ));
                 }
                 (0..c)
@@ -259,15 +266,7 @@ impl<'a> DeepDistanceSolver<'a> {
             res.seconds = t0.elapsed().as_secs_f64();
             return Ok(res);
         };
-        if let (Side::Class(c), Some(t)) = (side, opts.target) {
-            if c == t {
-                return Err(Error::param(
-                    "target",
-                    format!("class {t} is the class point {index} leaves; a flip cannot reach it"),
-                ));
-            }
-        }
-        let goals = self.goals(side, opts.target)?;
+        let goals = self.goals(side, opts.target, index)?;
         let mut search = Search::new(self, x0, goals, opts);
         search.run(opts, t0, &mut res);
         res.seconds = t0.elapsed().as_secs_f64();
@@ -359,31 +358,30 @@ impl<'s, 'a> Search<'s, 'a> {
     fn confirm(&self, c: &DVector<f64>) -> Option<Flip> {
         let scale = SNAP * (1.0 + self.x0.amax());
         let snapped = c.map(|v| if v.abs() <= scale { 0.0 } else { v });
-        let flips: Vec<(Flip, bool)> = PUSHES
+        let candidates = PUSHES
             .iter()
             .map(|&push| self.pushed(c, push))
-            .chain(std::iter::once(snapped))
-            .filter_map(|point| {
-                let (_, f) = self.solver.trace(&point);
-                let (margin, goal) = self.margin_of(&f);
-                let clear = margin >= CLEAR * (1.0 + f.amax());
-                (margin >= 0.0).then(|| {
-                    let flip = Flip {
-                        distance: (&point - self.x0).norm(),
-                        point,
-                        goal,
-                        margin,
-                    };
-                    (flip, clear)
-                })
-            })
-            .collect();
-        let first_clear = flips.iter().position(|f| f.1);
-        flips
-            .into_iter()
-            .enumerate()
-            .find(|(i, _)| first_clear.is_none_or(|k| *i == k))
-            .map(|(_, f)| f.0)
+            .chain(std::iter::once(snapped));
+        let mut reached = None;
+        for point in candidates {
+            let (_, f) = self.solver.trace(&point);
+            let (margin, goal) = self.margin_of(&f);
+            if margin < 0.0 {
+                continue;
+            }
+            let clear = margin >= CLEAR * (1.0 + f.amax());
+            let flip = Flip {
+                distance: (&point - self.x0).norm(),
+                point,
+                goal,
+                margin,
+            };
+            if clear {
+                return Some(flip);
+            }
+            reached.get_or_insert(flip);
+        }
+        reached
     }
 
     /// The activation pattern at x (ẑ ≥ 0 active).
@@ -448,10 +446,15 @@ impl<'s, 'a> Search<'s, 'a> {
             return false;
         };
         let flip = self.polish(flip);
+        self.keep(flip);
+        true
+    }
+
+    /// Makes `flip` the incumbent if it is the nearest so far.
+    fn keep(&mut self, flip: Flip) {
         if flip.distance < self.reach() {
             self.best = Some(flip);
         }
-        true
     }
 
     /// The first flip on the segment x0 + tδ, t ∈ (0, 1], by bisection
@@ -617,9 +620,7 @@ impl<'s, 'a> Search<'s, 'a> {
         }
         if unstable.is_empty() {
             if let Some(flip) = self.region_minimum(&relus, &row) {
-                if flip.distance < self.reach() {
-                    self.best = Some(flip);
-                }
+                self.keep(flip);
             }
             let r = self.reach();
             if lower < r - self.tol(r) {
